@@ -1,0 +1,46 @@
+"""tinynn: a from-scratch neural-network library with Keras's API and training semantics.
+
+``import tinynn as keras`` runs the classic Keras MNIST notebook::
+
+    model = keras.Sequential([keras.layers.Dense(10, input_shape=(784,), activation="sigmoid")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x_train, y_train, epochs=5)
+
+Read it in this order: ``kernels/reference.py`` (the math), ``layers.py``,
+``losses.py``, ``optimizers.py``, ``models.py`` (the training loop), ``gradcheck.py``.
+"""
+
+from tinynn import (
+    activations,
+    callbacks,
+    datasets,
+    initializers,
+    layers,
+    losses,
+    metrics,
+    models,
+    optimizers,
+    utils,
+)
+from tinynn.backend import get_backend, set_backend
+from tinynn.gradcheck import gradcheck
+from tinynn.models import Sequential
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Sequential",
+    "activations",
+    "callbacks",
+    "datasets",
+    "get_backend",
+    "gradcheck",
+    "initializers",
+    "layers",
+    "losses",
+    "metrics",
+    "models",
+    "optimizers",
+    "set_backend",
+    "utils",
+]

@@ -1,0 +1,54 @@
+"""Weight initializers, by Keras's names.
+
+Each takes a shape and returns a fresh float32 array drawn from
+``tinynn.utils.generator()``.
+
+>>> from tinynn import initializers
+>>> initializers.get("zeros")((2,))
+array([0., 0.], dtype=float32)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from tinynn.utils import generator
+
+
+def glorot_uniform(shape: tuple[int, ...]) -> np.ndarray:
+    """Uniform on [−l, l] with l = √(6 / (fan_in + fan_out)) (Glorot & Bengio, 2010)."""
+    fan_in, fan_out = shape[0], shape[-1]
+    limit = np.sqrt(6.0 / (fan_in + fan_out))
+    return generator().uniform(-limit, limit, size=shape).astype(np.float32)
+
+
+def he_uniform(shape: tuple[int, ...]) -> np.ndarray:
+    """Uniform on [−l, l] with l = √(6 / fan_in) (He et al., 2015), suited to relu."""
+    limit = np.sqrt(6.0 / shape[0])
+    return generator().uniform(-limit, limit, size=shape).astype(np.float32)
+
+
+def zeros(shape: tuple[int, ...]) -> np.ndarray:
+    """All zeros."""
+    return np.zeros(shape, dtype=np.float32)
+
+
+def ones(shape: tuple[int, ...]) -> np.ndarray:
+    """All ones."""
+    return np.ones(shape, dtype=np.float32)
+
+
+INITIALIZERS = {f.__name__: f for f in (glorot_uniform, he_uniform, zeros, ones)}
+
+
+def get(identifier: str | Callable) -> Callable:
+    """The initializer for a name, or a callable ``shape -> array`` passed through."""
+    if callable(identifier):
+        return identifier
+    if identifier not in INITIALIZERS:
+        raise ValueError(
+            f"initializer must be one of {sorted(INITIALIZERS)} or a callable, got {identifier!r}"
+        )
+    return INITIALIZERS[identifier]

@@ -1,0 +1,433 @@
+"""``Sequential``: a stack of layers that trains with Keras's API and semantics.
+
+One training step, the whole algorithm::
+
+    y_pred = model.forward(x)                 # every layer's forward, in order
+    loss   = loss_fn.forward(y, y_pred, ...)  # per-sample losses
+    dy     = loss_fn.backward()               # gradient of the batch mean
+    model.backward(dy)                        # every layer's backward, in reverse
+    optimizer.apply_gradients(...)            # move each parameter against its gradient
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from tinynn import losses, optimizers
+from tinynn.backend import kernels
+from tinynn.callbacks import Callback, History, ProgbarLogger
+from tinynn.layers import Layer, _positive_int, _unique_name
+from tinynn.utils import generator
+
+METRICS = ("accuracy", "acc", "sparse_categorical_accuracy")
+
+
+class Sequential:
+    """A linear stack of layers.
+
+    Args:
+        layers: the layers, first to last (more can be ``add``-ed).
+        name: shown by ``summary``.
+
+    >>> import numpy as np
+    >>> import tinynn
+    >>> tinynn.utils.set_random_seed(0)
+    >>> model = tinynn.Sequential([tinynn.layers.Dense(4, activation="relu", input_shape=(3,)),
+    ...                            tinynn.layers.Dense(2, activation="sigmoid")])
+    >>> model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+    ...               metrics=["accuracy"])
+    >>> x, y = np.random.rand(8, 3), np.array([0, 1] * 4)
+    >>> history = model.fit(x, y, epochs=2, verbose=0)
+    >>> sorted(history.history), model.predict(x).shape
+    (['accuracy', 'loss'], (8, 2))
+    """
+
+    def __init__(self, layers: Sequence[Layer] | None = None, name: str | None = None):
+        self.name = name or _unique_name("sequential")
+        self.layers: list[Layer] = []
+        self.optimizer: optimizers.Optimizer | None = None
+        self.loss: losses.SparseCategoricalCrossentropy | None = None
+        self.metrics: list[str] = []
+        for layer in layers or []:
+            self.add(layer)
+
+    # ------------------------------------------------------------ structure
+
+    def add(self, layer: Layer) -> None:
+        """Append a layer; builds the model once the first layer knows its input shape."""
+        if not isinstance(layer, Layer):
+            raise TypeError(f"layer must be a tinynn.layers.Layer, got {type(layer).__name__}")
+        self.layers.append(layer)
+        first = self.layers[0]
+        if first.input_shape is not None:
+            self.build((None, *first.input_shape))
+
+    def build(self, input_shape: Sequence[int | None]) -> None:
+        """Create every layer's weights for inputs of ``input_shape`` (batch axis first, e.g. (None, 784))."""
+        shape = tuple(input_shape)[1:]
+        for layer in self.layers:
+            if not layer.built:
+                layer.build(shape)
+            elif layer.input_shape != shape:
+                raise ValueError(
+                    f"layer {layer.name!r} was built for inputs of shape {layer.input_shape}, "
+                    f"but the layer before it gives {shape}"
+                )
+            shape = layer.compute_output_shape(shape)
+
+    @property
+    def built(self) -> bool:
+        return bool(self.layers) and all(layer.built for layer in self.layers)
+
+    @property
+    def input_shape(self) -> tuple[int | None, ...] | None:
+        first = self.layers[0].input_shape if self.layers else None
+        return None if first is None else (None, *first)
+
+    @property
+    def output_shape(self) -> tuple[int | None, ...] | None:
+        if not self.built:
+            return None
+        shape = self.layers[0].input_shape
+        for layer in self.layers:
+            shape = layer.compute_output_shape(shape)
+        return (None, *shape)
+
+    # ------------------------------------------------------------ weights
+
+    @property
+    def weights(self) -> list[np.ndarray]:
+        """The parameter arrays themselves (not copies), in ``get_weights`` order."""
+        return [p for layer in self.layers for p in layer.params.values()]
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Copies of all parameters, layer by layer, kernel then bias (Keras's order and shapes)."""
+        return [w.copy() for w in self.weights]
+
+    def set_weights(self, weights: Sequence[np.ndarray]) -> None:
+        """Replace all parameters, e.g. ``model.set_weights(keras_model.get_weights())``.
+
+        Every count and shape is checked before anything changes.
+        """
+        if not self.built:
+            raise ValueError("set_weights: the model is not built yet; give the first layer an "
+                             "input_shape or call the model on data first")
+        if len(weights) != len(self.weights):
+            raise ValueError(f"set_weights expects {len(self.weights)} arrays, got {len(weights)}")
+        for i, (old, new) in enumerate(zip(self.weights, weights)):
+            if np.shape(new) != old.shape:
+                raise ValueError(
+                    f"set_weights: array {i} must have shape {old.shape}, got {np.shape(new)}"
+                )
+        for old, new in zip(self.weights, weights):
+            old[...] = new
+
+    def count_params(self) -> int:
+        return sum(layer.count_params() for layer in self.layers)
+
+    # ------------------------------------------------------------ the algorithm
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Run every layer in order; each keeps what its backward needs. Shape (n, …) → (n, c)."""
+        if not self.built:
+            self.build((None, *np.shape(x)[1:]))
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, dy: np.ndarray, from_logits: bool = False) -> None:
+        """Run every layer's backward in reverse, leaving gradients in each layer's ``grads``.
+
+        Args:
+            dy: gradient of the loss with respect to the model's output (or, with
+                ``from_logits=True``, to the last layer's logits), shape (n, c).
+            from_logits: passed to the last layer.
+        """
+        last = len(self.layers) - 1
+        for i in range(last, -1, -1):
+            dy = self.layers[i].backward(dy, from_logits=from_logits and i == last, need_dx=i > 0)
+
+    def compute_loss(self, x: np.ndarray, y: np.ndarray) -> float:
+        """The batch-mean loss of ``x`` (n, …) against labels ``y`` (n,), by a forward pass."""
+        y_pred = self.forward(x)
+        return float(self.loss.forward(y, y_pred, self.layers[-1].logits).mean())
+
+    def compute_gradients(self, x: np.ndarray, y: np.ndarray) -> float:
+        """Forward, loss and backward on one batch; returns the loss, leaves gradients in layers."""
+        loss = self.compute_loss(x, y)
+        self.backward(self.loss.backward(), from_logits=self.loss.on_logits)
+        return loss
+
+    def _train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+        y_pred = self.forward(x)
+        loss = self.loss.forward(y, y_pred, self.layers[-1].logits).mean()
+        self.backward(self.loss.backward(), from_logits=self.loss.on_logits)
+        self.optimizer.apply_gradients(
+            (layer.grads[k], p) for layer in self.layers for k, p in layer.params.items()
+        )
+        return float(loss), y_pred
+
+    # ------------------------------------------------------------ Keras's API
+
+    def compile(self, optimizer, loss, metrics: Sequence[str] | None = None) -> None:
+        """Choose how to train.
+
+        Args:
+            optimizer: ``"adam"``, ``"sgd"`` or an optimizer object.
+            loss: ``"sparse_categorical_crossentropy"`` or a loss object.
+            metrics: None or ``["accuracy"]``.
+        """
+        metrics = list(metrics or [])
+        for m in metrics:
+            if m not in METRICS:
+                raise ValueError(f"metrics may contain only {list(METRICS)}, got {m!r}")
+        self.optimizer = optimizers.get(optimizer)
+        self.loss = losses.get(loss)
+        self.metrics = metrics
+
+    def fit(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        batch_size: int = 32,
+        epochs: int = 1,
+        verbose: int = 1,
+        validation_split: float = 0.0,
+        validation_data: tuple[np.ndarray, np.ndarray] | None = None,
+        shuffle: bool = True,
+        callbacks: Sequence[Callback] | None = None,
+    ) -> History:
+        """Train for ``epochs`` passes over ``x`` in mini-batches.
+
+        Args:
+            x: inputs, shape (n, …); cast to float32.
+            y: integer labels, shape (n,).
+            batch_size: samples per step; the last batch of an epoch may be smaller.
+            epochs: passes over the data.
+            verbose: 0 silent, 1 progress bar, 2 one line per epoch.
+            validation_split: fraction in [0, 1) of the data, taken from the end
+                before shuffling, held out to compute ``val_*`` after each epoch.
+            validation_data: ``(x_val, y_val)``; overrides ``validation_split``.
+            shuffle: reshuffle the training samples every epoch.
+            callbacks: extra ``Callback`` objects.
+
+        Returns:
+            A ``History``; ``history.history`` maps ``loss``, ``accuracy``,
+            ``val_loss``, ``val_accuracy`` to one value per epoch. ``loss`` is
+            the mean of the batch losses over the epoch's samples, ``accuracy``
+            the fraction of the epoch's samples classified right, both as the
+            weights were when each batch was seen (Keras's running means).
+        """
+        self._check_compiled("fit")
+        batch_size = _positive_int(batch_size, "batch_size")
+        epochs = _positive_int(epochs, "epochs")
+        if not 0 <= validation_split < 1:
+            raise ValueError(f"validation_split must be in [0, 1), got {validation_split!r}")
+        x, y = self._prepare(x, y, "x", "y")
+        if validation_data is not None:
+            if len(validation_data) != 2:
+                raise ValueError("validation_data must be a pair (x_val, y_val)")
+            x_val, y_val = self._prepare(*validation_data, "validation_data[0]", "validation_data[1]")
+        elif validation_split > 0:
+            # Keras takes the *last* samples, before any shuffling.
+            cut = int(len(x) * (1 - validation_split))
+            if cut == 0 or cut == len(x):
+                raise ValueError(
+                    f"validation_split={validation_split} leaves no samples for "
+                    f"{'training' if cut == 0 else 'validation'} out of {len(x)}"
+                )
+            x, x_val, y, y_val = x[:cut], x[cut:], y[:cut], y[cut:]
+        else:
+            x_val = y_val = None
+
+        n = len(x)
+        steps = math.ceil(n / batch_size)
+        history = History()
+        hooks: list[Callback] = [history, *(callbacks or [])]
+        if verbose:
+            hooks.append(ProgbarLogger(verbose, steps, epochs))
+        for hook in hooks:
+            hook.set_model(self)
+            hook.on_train_begin()
+
+        for epoch in range(epochs):
+            for hook in hooks:
+                hook.on_epoch_begin(epoch)
+            order = generator().permutation(n) if shuffle else np.arange(n)
+            totals = _RunningMeans()
+            for step in range(steps):
+                idx = order[step * batch_size : (step + 1) * batch_size]
+                loss, y_pred = self._train_step(x[idx], y[idx])
+                logs = totals.add(loss, y_pred, y[idx], self.metrics)
+                for hook in hooks:
+                    hook.on_train_batch_end(step, logs)
+            if x_val is not None:
+                val = self._evaluate(x_val, y_val, batch_size)
+                logs.update({f"val_{k}": v for k, v in val.items()})
+            for hook in hooks:
+                hook.on_epoch_end(epoch, logs)
+        for hook in hooks:
+            hook.on_train_end()
+        return history
+
+    def train_on_batch(self, x: np.ndarray, y: np.ndarray) -> float | list[float]:
+        """One optimizer step on one batch; returns its loss (and accuracy, with metrics)."""
+        self._check_compiled("train_on_batch")
+        x, y = self._prepare(x, y, "x", "y")
+        loss, y_pred = self._train_step(x, y)
+        logs = _RunningMeans().add(loss, y_pred, y, self.metrics)
+        return self._as_result(logs)
+
+    def evaluate(
+        self, x: np.ndarray, y: np.ndarray, batch_size: int = 32, verbose: int = 1
+    ) -> float | list[float]:
+        """Loss (and accuracy, with metrics) on ``x`` (n, …) and labels ``y`` (n,).
+
+        Returns:
+            ``[loss, accuracy]`` when compiled with ``metrics=["accuracy"]``, else the loss.
+        """
+        self._check_compiled("evaluate")
+        batch_size = _positive_int(batch_size, "batch_size")
+        x, y = self._prepare(x, y, "x", "y")
+        bar = ProgbarLogger(verbose, math.ceil(len(x) / batch_size), epochs=0) if verbose else None
+        if bar:
+            bar.on_epoch_begin(0)
+        logs = self._evaluate(x, y, batch_size)
+        if bar:
+            bar.on_epoch_end(0, logs)
+        return self._as_result(logs)
+
+    def _evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int) -> dict[str, float]:
+        totals = _RunningMeans()
+        for start in range(0, len(x), batch_size):
+            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+            y_pred = self.forward(xb)
+            loss = self.loss.forward(yb, y_pred, self.layers[-1].logits).mean()
+            logs = totals.add(float(loss), y_pred, yb, self.metrics)
+        return logs
+
+    def predict(self, x: np.ndarray, batch_size: int = 32, verbose: int = 0) -> np.ndarray:
+        """The model's outputs for ``x`` (n, …), shape (n, c), computed ``batch_size`` at a time."""
+        batch_size = _positive_int(batch_size, "batch_size")
+        x = self._prepare_x(x, "x")
+        bar = ProgbarLogger(verbose, math.ceil(len(x) / batch_size), epochs=0) if verbose else None
+        if bar:
+            bar.on_epoch_begin(0)
+        out = [self.forward(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+        if bar:
+            bar.on_epoch_end(0, {})
+        return np.concatenate(out)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """``model(x)``: the outputs for one batch, like ``predict`` without batching."""
+        return self.forward(self._prepare_x(x, "x"))
+
+    def summary(self, print_fn=print) -> None:
+        """Print each layer's name, type, output shape and parameter count, then the totals."""
+        rows = [("Layer (type)", "Output Shape", "Param #")]
+        shape = self.layers[0].input_shape if self.layers else None
+        for layer in self.layers:
+            shape = layer.compute_output_shape(shape) if shape is not None else None
+            out = "?" if shape is None else str((None, *shape))
+            count = f"{layer.count_params():,}" if layer.built else "0 (unbuilt)"
+            rows.append((f"{layer.name} ({type(layer).__name__})", out, count))
+        widths = [max(len(r[i]) for r in rows) + 2 for i in range(3)]
+
+        def line(left, mid, right, fill):
+            return left + mid.join(fill * w for w in widths) + right
+
+        def row(cells):
+            a, b, c = cells
+            return f"│ {a:<{widths[0] - 2}} │ {b:<{widths[1] - 2}} │ {c:>{widths[2] - 2}} │"
+
+        total = self.count_params()
+        print_fn(f'Model: "{self.name}"')
+        print_fn(line("┌", "┬", "┐", "─"))
+        print_fn(row(rows[0]))
+        print_fn(line("├", "┼", "┤", "─"))
+        for r in rows[1:]:
+            print_fn(row(r))
+        print_fn(line("└", "┴", "┘", "─"))
+        size = sum(w.nbytes for w in self.weights)
+        print_fn(f" Total params: {total:,} ({_bytes(size)})")
+        print_fn(f" Trainable params: {total:,} ({_bytes(size)})")
+        print_fn(" Non-trainable params: 0 (0.00 B)")
+
+    # ------------------------------------------------------------ helpers
+
+    def _check_compiled(self, method: str) -> None:
+        if self.optimizer is None or self.loss is None:
+            raise RuntimeError(f"call compile(optimizer, loss) before {method}()")
+        if not self.layers:
+            raise ValueError(f"{method}(): the model has no layers")
+
+    def _prepare_x(self, x, name: str) -> np.ndarray:
+        x = np.asarray(x)
+        if x.dtype.kind not in "biuf":
+            raise TypeError(f"{name} must hold numbers, got dtype {x.dtype}")
+        if x.ndim < 2 or len(x) == 0:
+            raise ValueError(f"{name} must have shape (samples, features…) with at least one "
+                             f"sample, got shape {x.shape}")
+        if self.built and x.shape[1:] != self.layers[0].input_shape:
+            raise ValueError(
+                f"{name} has samples of shape {x.shape[1:]}, but the model expects "
+                f"{self.layers[0].input_shape}"
+            )
+        return x.astype(np.float32, copy=False)
+
+    def _prepare(self, x, y, x_name: str, y_name: str) -> tuple[np.ndarray, np.ndarray]:
+        x = self._prepare_x(x, x_name)
+        y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.ndim != 1 or len(y) != len(x):
+            raise ValueError(
+                f"{y_name} must be integer labels of shape ({len(x)},) to match {x_name}, "
+                f"got shape {y.shape}"
+            )
+        if y.dtype.kind == "f" and not np.all(np.mod(y, 1) == 0):
+            raise ValueError(f"{y_name} must be whole-number class labels, got non-integers")
+        if y.dtype.kind not in "iuf":
+            raise TypeError(f"{y_name} must be integer class labels, got dtype {y.dtype}")
+        if not self.built:
+            self.build((None, *x.shape[1:]))
+        classes = self.output_shape[-1]
+        if y.min() < 0 or y.max() >= classes:
+            raise ValueError(
+                f"{y_name} must be class labels in [0, {classes}) for a model with {classes} "
+                f"outputs, got values from {y.min()} to {y.max()}"
+            )
+        return x, y.astype(np.intp)
+
+    def _as_result(self, logs: dict[str, float]) -> float | list[float]:
+        return [logs["loss"], *(logs[m] for m in self.metrics)] if self.metrics else logs["loss"]
+
+
+class _RunningMeans:
+    """Keras's per-epoch numbers: sample-weighted means of the batch loss and accuracy."""
+
+    def __init__(self):
+        self.seen = 0
+        self.loss_sum = 0.0
+        self.correct = 0.0
+
+    def add(self, loss: float, y_pred: np.ndarray, y: np.ndarray, metrics: list[str]) -> dict:
+        n = len(y)
+        self.seen += n
+        self.loss_sum += loss * n
+        logs = {"loss": self.loss_sum / self.seen}
+        if metrics:
+            self.correct += float(kernels().sparse_categorical_accuracy(y_pred, y).sum())
+            logs.update({m: self.correct / self.seen for m in metrics})
+        return logs
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.2f} {unit}"
+        n /= 1024
+    return ""
