@@ -65,14 +65,14 @@ class Layer:
     def forward(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def backward(self, dy: np.ndarray, from_logits: bool = False, need_dx: bool = True):
+    def backward(self, dy: np.ndarray, dy_wrt_logits: bool = False, need_dx: bool = True):
         """Gradient with respect to the input; parameter gradients go to ``grads``.
 
         Args:
             dy: gradient of the loss with respect to this layer's output, shape
-                (n, *output_shape). With ``from_logits=True``, with respect to
+                (n, *output_shape). With ``dy_wrt_logits=True``, with respect to
                 ``self.logits`` instead (the loss worked from the logits).
-            from_logits: skip the activation's derivative.
+            dy_wrt_logits: skip the activation's derivative.
             need_dx: False for the first layer, whose input gradient nobody uses.
         """
         raise NotImplementedError
@@ -182,14 +182,14 @@ class Dense(Layer):
         self.logits = z if self.activation in activations.KEEPS_LOGITS else None
         return a
 
-    def backward(self, dy: np.ndarray, from_logits: bool = False, need_dx: bool = True):
+    def backward(self, dy: np.ndarray, dy_wrt_logits: bool = False, need_dx: bool = True):
         """dz = f'(z) ⊙ dy,  dW = xᵀ · dz,  db = Σ dz,  dx = dz · Wᵀ"""
         dx, dW, db = kernels().dense_backward(
             self._x,
             self.params["kernel"],
             self._a,
             dy,
-            "linear" if from_logits else self.activation,
+            "linear" if dy_wrt_logits else self.activation,
             need_dx,
         )
         self.grads["kernel"] = dW
@@ -221,7 +221,7 @@ class Flatten(Layer):
         self._shape = x.shape
         return x.reshape(len(x), -1)
 
-    def backward(self, dy: np.ndarray, from_logits: bool = False, need_dx: bool = True):
+    def backward(self, dy: np.ndarray, dy_wrt_logits: bool = False, need_dx: bool = True):
         return dy.reshape(self._shape)
 
 
@@ -250,8 +250,8 @@ class Activation(Layer):
         self.logits = x if self.activation in activations.KEEPS_LOGITS else None
         return self._a
 
-    def backward(self, dy: np.ndarray, from_logits: bool = False, need_dx: bool = True):
-        if from_logits:
+    def backward(self, dy: np.ndarray, dy_wrt_logits: bool = False, need_dx: bool = True):
+        if dy_wrt_logits:
             return dy
         return kernels().ACTIVATIONS[self.activation][1](dy, self._a)
 

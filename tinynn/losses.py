@@ -53,8 +53,9 @@ class SparseCategoricalCrossentropy:
         if not 0 < epsilon < 0.5:
             raise ValueError(f"epsilon must be in (0, 0.5), got {epsilon!r}")
         self.epsilon = float(epsilon)
-        #: Whether the last ``forward`` worked on logits (so ``backward`` is w.r.t. them).
-        self.on_logits = False
+        #: Whether the last ``forward`` used the output layer's logits, so that
+        #: ``backward`` gives the gradient with respect to them, not to the outputs.
+        self.used_output_logits = False
 
     def forward(
         self, y_true: np.ndarray, y_pred: np.ndarray, logits: np.ndarray | None = None
@@ -70,19 +71,18 @@ class SparseCategoricalCrossentropy:
             shape (n,).
         """
         k = kernels()
-        if logits is not None and self.use_output_logits:
-            self._input, self.on_logits = logits, True
-        else:
-            self._input, self.on_logits = y_pred, self.from_logits
+        self.used_output_logits = logits is not None and self.use_output_logits
+        self._input = logits if self.used_output_logits else y_pred
+        self._softmax = self.used_output_logits or self.from_logits
         self._labels = y_true
-        if self.on_logits:
+        if self._softmax:
             return k.sparse_softmax_cross_entropy(self._input, y_true)
         return k.sparse_probability_cross_entropy(self._input, y_true, self.epsilon)
 
     def backward(self) -> np.ndarray:
         """Gradient of the batch mean with respect to what ``forward`` worked on, shape (n, c)."""
         k = kernels()
-        if self.on_logits:
+        if self._softmax:
             return k.sparse_softmax_cross_entropy_backward(self._input, self._labels)
         return k.sparse_probability_cross_entropy_backward(
             self._input, self._labels, self.epsilon

@@ -138,17 +138,18 @@ class Sequential:
             x = layer.forward(x)
         return x
 
-    def backward(self, dy: np.ndarray, from_logits: bool = False) -> None:
+    def backward(self, dy: np.ndarray, dy_wrt_logits: bool = False) -> None:
         """Run every layer's backward in reverse, leaving gradients in each layer's ``grads``.
 
         Args:
             dy: gradient of the loss with respect to the model's output (or, with
-                ``from_logits=True``, to the last layer's logits), shape (n, c).
-            from_logits: passed to the last layer.
+                ``dy_wrt_logits=True``, to the last layer's logits), shape (n, c).
+            dy_wrt_logits: passed to the last layer.
         """
         last = len(self.layers) - 1
         for i in range(last, -1, -1):
-            dy = self.layers[i].backward(dy, from_logits=from_logits and i == last, need_dx=i > 0)
+            layer = self.layers[i]
+            dy = layer.backward(dy, dy_wrt_logits=dy_wrt_logits and i == last, need_dx=i > 0)
 
     def compute_loss(self, x: np.ndarray, y: np.ndarray) -> float:
         """The batch-mean loss of ``x`` (n, …) against labels ``y`` (n,), by a forward pass."""
@@ -158,13 +159,13 @@ class Sequential:
     def compute_gradients(self, x: np.ndarray, y: np.ndarray) -> float:
         """Forward, loss and backward on one batch; returns the loss, leaves gradients in layers."""
         loss = self.compute_loss(x, y)
-        self.backward(self.loss.backward(), from_logits=self.loss.on_logits)
+        self.backward(self.loss.backward(), dy_wrt_logits=self.loss.used_output_logits)
         return loss
 
     def _train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         y_pred = self.forward(x)
         loss = self.loss.forward(y, y_pred, self.layers[-1].logits).mean()
-        self.backward(self.loss.backward(), from_logits=self.loss.on_logits)
+        self.backward(self.loss.backward(), dy_wrt_logits=self.loss.used_output_logits)
         self.optimizer.apply_gradients(
             (layer.grads[k], p) for layer in self.layers for k, p in layer.params.items()
         )

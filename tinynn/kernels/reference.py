@@ -221,7 +221,7 @@ def sparse_probability_cross_entropy_backward(
     """
     p = np.clip(probs, epsilon, 1 - epsilon)
     dlogp = sparse_softmax_cross_entropy_backward(np.log(p), labels)
-    inside = (probs > epsilon) & (probs < 1 - epsilon)
+    inside = (probs >= epsilon) & (probs <= 1 - epsilon)
     return dlogp / p * inside
 
 
