@@ -34,7 +34,10 @@ def test_probability_formula_by_hand():
     np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
-def _one_step_loss(activation: str, logits=(0.0, math.log(3.0)), **loss_options) -> float:
+LN3 = math.log(3.0)
+
+
+def _one_step_loss(activation: str, logits=(0.0, LN3), **loss_options) -> float:
     """The loss for label 1 of a model whose output layer has fixed logits."""
     model = tinynn.Sequential([tinynn.layers.Dense(2, activation=activation, input_dim=1)])
     model.set_weights([np.zeros((1, 2)), np.array(logits)])

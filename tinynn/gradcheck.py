@@ -6,8 +6,9 @@ For every parameter w, the central difference
 
 is refined by Richardson extrapolation, (4·D(h/2) − D(h)) / 3, which cancels
 the h² term (near a clipped probability the loss curves so sharply that plain
-central differences would be the inaccurate side), and compared with the gradient backprop left in the layer's ``grads``. Both are
-computed in float64 on a copy of the model, so the model itself is untouched.
+central differences would be the inaccurate side). The result is compared
+with the gradient backprop left in the layer's ``grads``. Both are computed
+in float64 on a copy of the model, so the model itself is untouched.
 """
 
 from __future__ import annotations

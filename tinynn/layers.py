@@ -44,9 +44,9 @@ class Layer:
 
     def __init__(self, input_shape: Sequence[int] | None = None, name: str | None = None):
         self.name = name or _unique_name(_snake_case(type(self).__name__))
-        self.input_shape = (
-            None if input_shape is None else tuple(_positive_int(d, "input_shape") for d in input_shape)
-        )
+        if input_shape is not None:
+            input_shape = tuple(_positive_int(d, "input_shape") for d in input_shape)
+        self.input_shape = input_shape
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
         #: The input of a sigmoid or softmax output, kept for the loss (see tinynn.losses).

@@ -113,5 +113,7 @@ def get(identifier: str | SparseCategoricalCrossentropy) -> SparseCategoricalCro
     if isinstance(identifier, SparseCategoricalCrossentropy):
         return identifier
     if identifier not in LOSSES:
-        raise ValueError(f"loss must be one of {sorted(LOSSES)} or a loss object, got {identifier!r}")
+        raise ValueError(
+            f"loss must be one of {sorted(LOSSES)} or a loss object, got {identifier!r}"
+        )
     return LOSSES[identifier]()

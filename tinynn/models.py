@@ -66,7 +66,7 @@ class Sequential:
             self.build((None, *first.input_shape))
 
     def build(self, input_shape: Sequence[int | None]) -> None:
-        """Create every layer's weights for inputs of ``input_shape`` (batch axis first, e.g. (None, 784))."""
+        """Create every layer's weights for inputs of ``input_shape`` (batch first: (None, 784))."""
         shape = tuple(input_shape)[1:]
         for layer in self.layers:
             if not layer.built:
@@ -231,7 +231,9 @@ class Sequential:
         if validation_data is not None:
             if len(validation_data) != 2:
                 raise ValueError("validation_data must be a pair (x_val, y_val)")
-            x_val, y_val = self._prepare(*validation_data, "validation_data[0]", "validation_data[1]")
+            x_val, y_val = self._prepare(
+                *validation_data, "validation_data[0]", "validation_data[1]"
+            )
         elif validation_split > 0:
             # Keras takes the *last* samples, before any shuffling.
             cut = int(len(x) * (1 - validation_split))
