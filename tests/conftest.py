@@ -20,10 +20,11 @@ def mnist_data():
         pytest.skip(f"MNIST not available: {e}")
 
 
-@pytest.fixture(scope="module", params=["numpy"])
+BACKENDS = sorted(tinynn.backend.BACKENDS)
+
+
+@pytest.fixture(params=BACKENDS)
 def backend(request):
     """Run a test once per kernel backend, restoring the previous choice afterwards."""
-    previous = tinynn.get_backend()
-    tinynn.set_backend(request.param)
-    yield request.param
-    tinynn.set_backend(previous)
+    with tinynn.backend.using(request.param):
+        yield request.param

@@ -12,6 +12,8 @@ import tinynn.kernels.reference
 from tinynn.activations import NAMES
 from tinynn.gradcheck import GradientCheckError, gradcheck
 
+BACKENDS = sorted(tinynn.backend.BACKENDS)
+
 LOSS_MODES = {
     # Keras's rule: a sigmoid/softmax output is trained through its logits.
     "output_logits": {},
@@ -51,6 +53,7 @@ def random_model(widths, activations, seed):
     return model, rng
 
 
+@pytest.mark.parametrize("backend_name", BACKENDS)
 @settings(max_examples=300, deadline=None)
 @given(
     widths=st.lists(st.integers(1, 16), min_size=2, max_size=5),
@@ -59,7 +62,7 @@ def random_model(widths, activations, seed):
     mode=st.sampled_from(sorted(LOSS_MODES)),
     seed=st.integers(0, 2**32 - 1),
 )
-def test_backprop_matches_finite_differences(widths, data, batch, mode, seed, backend):
+def test_backprop_matches_finite_differences(widths, data, batch, mode, seed, backend_name):
     activations = data.draw(st.lists(st.sampled_from(NAMES), min_size=len(widths) - 1,
                                      max_size=len(widths) - 1))
     model, rng = random_model(widths, activations, seed)
@@ -70,7 +73,8 @@ def test_backprop_matches_finite_differences(widths, data, batch, mode, seed, ba
         mode == "output_logits" and activations[-1] not in ("sigmoid", "softmax")
     )
     assume(distance_to_kinks(model, x, probability_formula) > 1e-3)
-    errors = gradcheck(model, x, y)
+    with tinynn.backend.using(backend_name):
+        errors = gradcheck(model, x, y)
     assert set(errors) == {f"{layer.name}/{k}" for layer in model.layers for k in layer.params}
     # A real mistake in a derivative shows as errors of 1e-2 to 1. Over 3,000
     # examples the largest error seen was 1.7e-4: float64 rounding in the
@@ -86,7 +90,7 @@ def test_gradcheck_catches_a_wrong_gradient(monkeypatch):
     original = reference.ACTIVATIONS["tanh"]
     # A classic student bug: tanh's derivative written as 1 - a instead of 1 - a².
     monkeypatch.setitem(reference.ACTIVATIONS, "tanh", (original[0], lambda da, a: da * (1 - a)))
-    with pytest.raises(GradientCheckError, match="dense"):
+    with tinynn.backend.using("numpy"), pytest.raises(GradientCheckError, match="dense"):
         gradcheck(model, x, y, tolerance=1e-4)
 
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import ModuleType
 
 BACKENDS = {"numpy": "tinynn.kernels.reference", "numba": "tinynn.kernels.compiled"}
 ENV_VAR = "TINYNN_BACKEND"
-DEFAULT = "numpy"
+DEFAULT = "numba"
 
 _current: str = ""
 
@@ -37,6 +39,17 @@ def get_backend() -> str:
     if not _current:
         set_backend(os.environ.get(ENV_VAR, DEFAULT))
     return _current
+
+
+@contextmanager
+def using(name: str) -> Iterator[None]:
+    """``with tinynn.backend.using("numpy"): ...`` selects a backend for a block only."""
+    previous = get_backend()
+    set_backend(name)
+    try:
+        yield
+    finally:
+        set_backend(previous)
 
 
 def kernels() -> ModuleType:

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tinynn import losses, optimizers
+from tinynn import engine, losses, optimizers
+from tinynn.activations import KEEPS_LOGITS
 from tinynn.backend import kernels
 from tinynn.callbacks import Callback, History, ProgbarLogger
 from tinynn.layers import Layer, _positive_int, _unique_name
@@ -256,17 +257,31 @@ class Sequential:
             hook.set_model(self)
             hook.on_train_begin()
 
+        # With the numba backend a stack of Dense layers trains in compiled
+        # calls of many steps each; the hooks then see every call's last step
+        # (as Keras's steps_per_execution does), or every step when a callback
+        # of the user's asks for batches.
+        fused_layers = engine.dense_layers(self)
+        if fused_layers:
+            trainer = engine.FusedTrainer(self, fused_layers)
+            x_sparse = trainer.sparse_inputs(x)
+            per_call = 1 if any(_wants_batches(hook) for hook in hooks) else 64
         for epoch in range(epochs):
             for hook in hooks:
                 hook.on_epoch_begin(epoch)
             order = generator().permutation(n) if shuffle else np.arange(n)
-            totals = _RunningMeans()
-            for step in range(steps):
-                idx = order[step * batch_size : (step + 1) * batch_size]
-                loss, y_pred = self._train_step(x[idx], y[idx])
-                logs = totals.add(loss, y_pred, y[idx], self.metrics)
+            totals = _RunningMeans(self.metrics)
+            for first in range(0, steps, per_call if fused_layers else 1):
+                if fused_layers:
+                    last = min(first + per_call, steps)
+                    logs = totals.add(*trainer.run(x_sparse, y, order, batch_size, first, last))
+                else:
+                    last = first + 1
+                    idx = order[first * batch_size : last * batch_size]
+                    loss, y_pred = self._train_step(x[idx], y[idx])
+                    logs = totals.add_batch(loss, y_pred, y[idx])
                 for hook in hooks:
-                    hook.on_train_batch_end(step, logs)
+                    hook.on_train_batch_end(last - 1, logs)
             if x_val is not None:
                 val = self._evaluate(x_val, y_val, batch_size)
                 logs.update({f"val_{k}": v for k, v in val.items()})
@@ -281,8 +296,7 @@ class Sequential:
         self._check_compiled("train_on_batch")
         x, y = self._prepare(x, y, "x", "y")
         loss, y_pred = self._train_step(x, y)
-        logs = _RunningMeans().add(loss, y_pred, y, self.metrics)
-        return self._as_result(logs)
+        return self._as_result(_RunningMeans(self.metrics).add_batch(loss, y_pred, y))
 
     def evaluate(
         self, x: np.ndarray, y: np.ndarray, batch_size: int = 32, verbose: int = 1
@@ -304,12 +318,19 @@ class Sequential:
         return self._as_result(logs)
 
     def _evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int) -> dict[str, float]:
-        totals = _RunningMeans()
+        totals = _RunningMeans(self.metrics)
+        fused_layers = engine.dense_layers(self)
+        if fused_layers:
+            # Every row's loss at once: the same mean as batch by batch.
+            z, y_pred = engine.forward_all(fused_layers, x)
+            logits = z if fused_layers[-1].activation in KEEPS_LOGITS else None
+            losses = self.loss.forward(y, y_pred, logits)
+            return totals.add(float(losses.sum()), _correct(y_pred, y), len(y))
         for start in range(0, len(x), batch_size):
             xb, yb = x[start : start + batch_size], y[start : start + batch_size]
             y_pred = self.forward(xb)
             loss = self.loss.forward(yb, y_pred, self.layers[-1].logits).mean()
-            logs = totals.add(float(loss), y_pred, yb, self.metrics)
+            logs = totals.add_batch(float(loss), y_pred, yb)
         return logs
 
     def predict(self, x: np.ndarray, batch_size: int = 32, verbose: int = 0) -> np.ndarray:
@@ -319,7 +340,11 @@ class Sequential:
         bar = ProgbarLogger(verbose, math.ceil(len(x) / batch_size), epochs=0) if verbose else None
         if bar:
             bar.on_epoch_begin(0)
-        out = [self.forward(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+        fused_layers = engine.dense_layers(self)
+        if fused_layers:
+            out = [engine.forward_all(fused_layers, x)[1]]
+        else:
+            out = [self.forward(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
         if bar:
             bar.on_epoch_end(0, {})
         return np.concatenate(out)
@@ -412,20 +437,35 @@ class Sequential:
 class _RunningMeans:
     """Keras's per-epoch numbers: sample-weighted means of the batch loss and accuracy."""
 
-    def __init__(self):
+    def __init__(self, metrics: list[str]):
+        self.metrics = metrics
         self.seen = 0
         self.loss_sum = 0.0
-        self.correct = 0.0
+        self.correct = 0
 
-    def add(self, loss: float, y_pred: np.ndarray, y: np.ndarray, metrics: list[str]) -> dict:
-        n = len(y)
+    def add(self, loss_sum: float, correct: int, n: int) -> dict[str, float]:
+        """Count n more samples, with their summed loss and how many were right."""
         self.seen += n
-        self.loss_sum += loss * n
+        self.loss_sum += loss_sum
+        self.correct += correct
         logs = {"loss": self.loss_sum / self.seen}
-        if metrics:
-            self.correct += float(kernels().sparse_categorical_accuracy(y_pred, y).sum())
-            logs.update({m: self.correct / self.seen for m in metrics})
+        logs.update({m: self.correct / self.seen for m in self.metrics})
         return logs
+
+    def add_batch(self, loss: float, y_pred: np.ndarray, y: np.ndarray) -> dict[str, float]:
+        """Count one batch of mean loss ``loss``, outputs ``y_pred`` (n, c) and labels ``y``."""
+        return self.add(loss * len(y), _correct(y_pred, y), len(y))
+
+
+def _correct(y_pred: np.ndarray, y: np.ndarray) -> int:
+    return int(kernels().sparse_categorical_accuracy(y_pred, y).sum())
+
+
+def _wants_batches(hook: Callback) -> bool:
+    """Whether a callback does something per batch (beyond tinynn's own progress bar)."""
+    if isinstance(hook, ProgbarLogger):
+        return False
+    return type(hook).on_train_batch_end is not Callback.on_train_batch_end
 
 
 def _bytes(n: int) -> str:
