@@ -16,7 +16,7 @@ Choices that matter for speed:
 * ``error_model="numpy"``: division never raises, so loops with divisions still
   vectorise.
 * ``fastmath`` lets LLVM fuse multiply-adds and reorder sums, but leaves out the
-  "no NaN / no inf" flags, so NaN checks still work.
+  "no NaN / no inf" flags, so NaN checks still work (see ``FASTMATH``).
 * ``cache=True``: compiled code is kept on disk (see ``NUMBA_CACHE_DIR``);
   nothing is compiled at import, only on first call.
 """
@@ -26,13 +26,23 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-#: LLVM fast-math flags: everything but "nnan"/"ninf" (and "afn", which may
-#: approximate exp and log).
-FASTMATH = {"nsz", "arcp", "contract", "reassoc"}
+#: LLVM fast-math flags: fused multiply-adds ("contract") and reordered sums
+#: ("reassoc", so that reductions vectorise), and signed zeros ignored. Left out:
+#: "nnan"/"ninf" (NaN checks would fold away), "afn" (may approximate exp and
+#: log) and "arcp" (x / y as x · (1/y), which together with "contract" turns
+#: softmax − onehot = 0 into a rounding residue that Adam then scales up).
+FASTMATH = {"nsz", "contract", "reassoc"}
 #: One set of options for every kernel.
 JIT = {"cache": True, "error_model": "numpy", "fastmath": FASTMATH, "nogil": True}
 
 njit = numba.njit(**JIT)
+
+#: Adam's moments below this are set to 0. Moments of weights that rarely see a
+#: gradient (MNIST's border pixels) decay towards subnormal numbers, which the
+#: CPU handles ~100× slower; TensorFlow's CPU kernels flush subnormals too. The
+#: bound sits far enough above the smallest normal float32 (1.2e-38) that no
+#: step's arithmetic makes a subnormal; a moment this small moves w by < 1e-22.
+FLUSH = 1e-30
 
 #: Activation codes used inside compiled loops, where strings are slow.
 CODES = {"linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "softmax": 4}
@@ -245,20 +255,20 @@ def _input_grads(dz, W, dx):
 def _softmax_cross_entropy(z, labels, rows, dz):
     """Per-sample losses of softmax(z) against labels[rows]; dz = (softmax(z) − onehot) / n."""
     n, c = z.shape
+    f = dz.dtype.type  # all arithmetic in the arrays' precision, as the reference does
     losses = np.empty(n, dtype=np.float64)
     for r in range(n):
         top = z[r, 0]
         for j in range(1, c):
             top = max(top, z[r, j])
-        total = 0.0
+        total = f(0)
         for j in range(c):
             dz[r, j] = np.exp(z[r, j] - top)
             total += dz[r, j]
         y = labels[rows[r]]
         losses[r] = np.log(total) - (z[r, y] - top)
         for j in range(c):
-            dz[r, j] = dz[r, j] / total / n
-        dz[r, y] -= 1 / n
+            dz[r, j] = (dz[r, j] / total - (f(1) if j == y else f(0))) / f(n)
     return losses
 
 
@@ -266,17 +276,20 @@ def _softmax_cross_entropy(z, labels, rows, dz):
 def _probability_cross_entropy(p, labels, rows, epsilon, dp):
     """Per-sample losses of clipped outputs read as probabilities; dp its gradient."""
     n, c = p.shape
+    f = dp.dtype.type
+    lo, hi = f(epsilon), f(1 - epsilon)
     losses = np.empty(n, dtype=np.float64)
     for r in range(n):
-        total = 0.0
+        total = f(0)
         for j in range(c):
-            total += min(max(p[r, j], epsilon), 1 - epsilon)
+            total += min(max(p[r, j], lo), hi)
         y = labels[rows[r]]
-        py = min(max(p[r, y], epsilon), 1 - epsilon)
+        py = min(max(p[r, y], lo), hi)
         losses[r] = np.log(total) - np.log(py)
         for j in range(c):
-            inside = epsilon <= p[r, j] <= 1 - epsilon
-            dp[r, j] = (1 / total - (1 / py if j == y else 0)) / n if inside else 0
+            inside = lo <= p[r, j] <= hi
+            grad = (f(1) / total - (f(1) / py if j == y else f(0))) / f(n)
+            dp[r, j] = grad if inside else f(0)
     return losses
 
 
@@ -297,17 +310,21 @@ def _correct(a, labels, rows):
 
 
 def _unary(code):
+    """The twin pair for one activation, for arrays of any shape (softmax: over the last axis)."""
+
     @njit
     def forward(z):
+        z = np.ascontiguousarray(z)
         a = np.empty_like(z)
         _activate(z.reshape(-1, z.shape[-1]), a.reshape(-1, z.shape[-1]), code)
         return a
 
     @njit
     def backward(da, a):
+        da, a = np.ascontiguousarray(da), np.ascontiguousarray(a)
         dz = np.empty_like(a)
-        _activate_backward(da.reshape(-1, a.shape[-1]), a.reshape(-1, a.shape[-1]), code,
-                           dz.reshape(-1, a.shape[-1]))
+        u = a.shape[-1]
+        _activate_backward(da.reshape(-1, u), a.reshape(-1, u), code, dz.reshape(-1, u))
         return dz
 
     return forward, backward
@@ -407,22 +424,39 @@ def sparse_categorical_accuracy(outputs, labels):
 
 
 @njit
-def adam_update(w, g, m, v, lr_t, beta_1, beta_2, epsilon):
-    """Twin of ``reference.adam_update``: one fused pass over the parameter (contiguous)."""
-    w, g, m, v = w.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1)
-    one = w.dtype.type(1)
-    lr_t, b1, b2, eps = w.dtype.type(lr_t), one - beta_1, one - beta_2, w.dtype.type(epsilon)
+def _adam(w, g, m, v, lr_t, beta_1, beta_2, epsilon):
+    """One Adam step over flat arrays, in place, in the dtype of w."""
+    f = w.dtype.type
+    one, lr_t, beta_1, beta_2, epsilon = f(1), f(lr_t), f(beta_1), f(beta_2), f(epsilon)
+    flush, zero = f(FLUSH), f(0)
     for i in range(w.size):
-        m[i] += (g[i] - m[i]) * b1
-        v[i] += (g[i] * g[i] - v[i]) * b2
-        w[i] -= lr_t * m[i] / (np.sqrt(v[i]) + eps)
+        mi = m[i] + (g[i] - m[i]) * (one - beta_1)
+        vi = v[i] + (g[i] * g[i] - v[i]) * (one - beta_2)
+        m[i] = mi if abs(mi) >= flush else zero
+        v[i] = vi if vi >= flush else zero
+        w[i] -= lr_t * m[i] / (np.sqrt(v[i]) + epsilon)
 
 
 @njit
-def sgd_update(w, g, velocity, lr, momentum):
-    """Twin of ``reference.sgd_update``: one fused pass over the parameter (contiguous)."""
-    w, g, velocity = w.reshape(-1), g.reshape(-1), velocity.reshape(-1)
+def _sgd(w, g, velocity, lr, momentum):
+    """One SGD step over flat arrays, in place, in the dtype of w."""
     lr, momentum = w.dtype.type(lr), w.dtype.type(momentum)
     for i in range(w.size):
         velocity[i] = momentum * velocity[i] - lr * g[i]
         w[i] += velocity[i]
+
+
+@njit
+def adam_update(w, g, m, v, lr_t, beta_1, beta_2, epsilon):
+    """Twin of ``reference.adam_update``: one fused pass; w, m and v must be contiguous.
+
+    Moments below ``FLUSH`` are set to 0 (see ``FLUSH``); the reference keeps them.
+    """
+    g = np.ascontiguousarray(g).reshape(-1)
+    _adam(w.reshape(-1), g, m.reshape(-1), v.reshape(-1), lr_t, beta_1, beta_2, epsilon)
+
+
+@njit
+def sgd_update(w, g, velocity, lr, momentum):
+    """Twin of ``reference.sgd_update``: one fused pass; w and velocity must be contiguous."""
+    _sgd(w.reshape(-1), np.ascontiguousarray(g).reshape(-1), velocity.reshape(-1), lr, momentum)

@@ -20,11 +20,13 @@ import numpy as np
 from tinynn.kernels.compiled import (
     _activate,
     _activate_backward,
+    _adam,
     _affine,
     _compact,
     _correct,
     _input_grads,
     _probability_cross_entropy,
+    _sgd,
     _softmax_cross_entropy,
     _sparse_affine,
     _sparse_row_affine,
@@ -35,33 +37,24 @@ from tinynn.kernels.compiled import (
 )
 
 ADAM, SGD = 0, 1
-#: Adam's moments below this are set to 0, far enough above the smallest
-#: normal float32 (1.2e-38) that no step's arithmetic produces a subnormal.
-FLUSH = np.float32(1e-30)
+
+#: Numba's disk cache notices changes to this file only, not to the kernels it
+#: calls from ``compiled.py``. This stamp, the start of compiled.py's SHA-256
+#: (checked by tests/test_kernels.py), changes whenever compiled.py does, and so
+#: keeps a stale compiled step from being loaded.
+COMPILED_SOURCE_STAMP = "8a2dc841c96f725d"
 
 
 @njit
 def _step_update(w, g, s1, s2, optimizer, lr, beta_1, beta_2, epsilon, t):
-    """Update one parameter (flattened) by Adam (step t) or SGD with momentum (beta_1)."""
+    """Update one parameter by Adam (step t) or by SGD with momentum beta_1."""
     w, g, s1, s2 = w.reshape(-1), g.reshape(-1), s1.reshape(-1), s2.reshape(-1)
     if optimizer == ADAM:
         # float32 throughout, as Keras computes lr_t.
         lr_t = lr * np.sqrt(np.float32(1) - beta_2**t) / (np.float32(1) - beta_1**t)
-        one = np.float32(1)
-        for i in range(w.size):
-            m = s1[i] + (g[i] - s1[i]) * (one - beta_1)
-            v = s2[i] + (g[i] * g[i] - s2[i]) * (one - beta_2)
-            # Moments of weights that rarely see a gradient (MNIST's border
-            # pixels) decay towards subnormal numbers, which the CPU handles
-            # ~100× slower. Flush them to zero first (TensorFlow's CPU kernels
-            # flush subnormals too); their effect on w would be below 1e-22.
-            s1[i] = m if abs(m) >= FLUSH else np.float32(0)
-            s2[i] = v if v >= FLUSH else np.float32(0)
-            w[i] -= lr_t * s1[i] / (np.sqrt(s2[i]) + epsilon)
+        _adam(w, g, s1, s2, lr_t, beta_1, beta_2, epsilon)
     else:
-        for i in range(w.size):
-            s1[i] = beta_1 * s1[i] - lr * g[i]
-            w[i] += s1[i]
+        _sgd(w, g, s1, lr, beta_1)
 
 
 @njit

@@ -1,0 +1,253 @@
+"""Every compiled kernel agrees with its NumPy twin, and the fused steps with layer-by-layer training.
+
+Tolerances: the twins sum in different orders, so each entry may round
+differently, and an entry that is a small difference of large terms carries
+the large terms' rounding. Entries agree to 1e-5 (float32) or 1e-10 (float64)
+relative to the largest entry of the result (and to themselves).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tinynn
+from tinynn.kernels import compiled, reference
+
+DTYPES = [np.float32, np.float64]
+TOL = {np.float32: 1e-5, np.float64: 1e-10}
+LAYOUTS = ["C", "F", "strided"]
+
+
+def assert_twins(got, want, dtype, err_msg=""):
+    want = np.asarray(want)
+    scale = max(1.0, float(np.abs(want).max(initial=0)))
+    np.testing.assert_allclose(got, want, rtol=TOL[dtype], atol=TOL[dtype] * scale,
+                               err_msg=err_msg)
+
+
+def arrange(a: np.ndarray, layout: str) -> np.ndarray:
+    """The same values as ``a``, laid out C-contiguous, Fortran-ordered, or as a strided view."""
+    if layout == "F":
+        return np.asfortranarray(a)
+    if layout == "strided":
+        wide = np.zeros((a.shape[0], 2 * a.shape[1]), a.dtype)
+        wide[:, ::2] = a
+        return wide[:, ::2]
+    return np.ascontiguousarray(a)
+
+
+def sparse_normal(rng, shape, dtype, zeros: float) -> np.ndarray:
+    """Normal values with a fraction ``zeros`` of exact zeros (as in images)."""
+    a = rng.normal(size=shape)
+    a[rng.random(shape) < zeros] = 0
+    return a.astype(dtype)
+
+
+shapes = st.tuples(st.integers(1, 64), st.integers(1, 300), st.integers(1, 300))
+common = {
+    "dtype": st.sampled_from(DTYPES),
+    "layout": st.sampled_from(LAYOUTS),
+    "seed": st.integers(0, 2**32 - 1),
+    "zeros": st.sampled_from([0.0, 0.5, 0.8]),
+}
+
+
+@settings(max_examples=60, deadline=None)
+@given(shape=shapes, activation=st.sampled_from(tinynn.activations.NAMES), **common)
+def test_dense_forward_and_backward(shape, activation, dtype, layout, seed, zeros):
+    n, k, u = shape
+    rng = np.random.default_rng(seed)
+    x = arrange(sparse_normal(rng, (n, k), dtype, zeros), layout)
+    W = arrange(rng.normal(0, 0.1, (k, u)).astype(dtype), layout)
+    b = rng.normal(size=u).astype(dtype)
+    z, a = compiled.dense_forward(x, W, b, activation)
+    z_ref, a_ref = reference.dense_forward(x, W, b, activation)
+    assert_twins(z, z_ref, dtype)
+    assert_twins(a, a_ref, dtype)
+    assert a.dtype == dtype
+
+    da = arrange(rng.normal(size=(n, u)).astype(dtype), layout)
+    for need_dx in (True, False):
+        got = compiled.dense_backward(x, W, a_ref, da, activation, need_dx)
+        want = reference.dense_backward(x, W, a_ref, da, activation, need_dx)
+        for g, w in zip(got, want):
+            if w is None:
+                assert g is None
+            else:
+                assert_twins(g, w, dtype)
+
+
+def test_dense_forward_without_bias():
+    x, W = np.ones((2, 3)), np.arange(6.0).reshape(3, 2)
+    np.testing.assert_array_equal(compiled.dense_forward(x, W, None, "linear")[0], x @ W)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 64), u=st.integers(1, 300), dtype=st.sampled_from(DTYPES),
+       layout=st.sampled_from(LAYOUTS), seed=st.integers(0, 2**32 - 1),
+       scale=st.sampled_from([0.1, 10.0, 100.0]))
+def test_activations(n, u, dtype, layout, seed, scale):
+    rng = np.random.default_rng(seed)
+    z = arrange((rng.normal(size=(n, u)) * scale).astype(dtype), layout)
+    da = arrange(rng.normal(size=(n, u)).astype(dtype), layout)
+    for name, (forward, backward) in compiled.ACTIVATIONS.items():
+        ref_forward, ref_backward = reference.ACTIVATIONS[name]
+        a = forward(z)
+        assert_twins(a, ref_forward(z), dtype, err_msg=name)
+        assert_twins(backward(da, a), ref_backward(da, a), dtype, err_msg=name)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 64), c=st.integers(1, 300), dtype=st.sampled_from(DTYPES),
+       layout=st.sampled_from(LAYOUTS), seed=st.integers(0, 2**32 - 1),
+       scale=st.sampled_from([1.0, 50.0]))
+def test_losses_and_accuracy(n, c, dtype, layout, seed, scale):
+    rng = np.random.default_rng(seed)
+    logits = arrange((rng.normal(size=(n, c)) * scale).astype(dtype), layout)
+    probs = arrange(rng.random((n, c)).astype(dtype), layout)
+    probs[0, 0] = 0  # exercise the clip at ε
+    labels = rng.integers(0, c, size=n)
+    for name, inputs in [("sparse_softmax_cross_entropy", logits),
+                         ("sparse_probability_cross_entropy", probs)]:
+        for suffix in ("", "_backward"):
+            got = getattr(compiled, name + suffix)(inputs, labels)
+            want = getattr(reference, name + suffix)(inputs, labels)
+            assert_twins(got, want, dtype, err_msg=name + suffix)
+            assert got.dtype == dtype
+    np.testing.assert_array_equal(compiled.sparse_categorical_accuracy(logits, labels),
+                                  reference.sparse_categorical_accuracy(logits, labels))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_optimizer_updates(dtype):
+    rng = np.random.default_rng(0)
+    shape = (37, 11)
+    state = {name: [rng.normal(size=shape).astype(dtype) for _ in range(2)]
+             for name in ("w", "m")}
+    state["v"] = [rng.random(shape).astype(dtype) for _ in range(2)]
+    g = np.asfortranarray(rng.normal(size=shape).astype(dtype))
+    (w1, w2), (m1, m2), (v1, v2) = state["w"], state["m"], state["v"]
+    for a, b in [(w1, w2), (m1, m2), (v1, v2)]:
+        b[...] = a
+    compiled.adam_update(w1, g, m1, v1, 0.01, 0.9, 0.999, 1e-7)
+    reference.adam_update(w2, g, m2, v2, dtype(0.01), 0.9, 0.999, 1e-7)
+    for a, b in [(w1, w2), (m1, m2), (v1, v2)]:
+        assert_twins(a, b, dtype)
+    vel1, vel2 = np.ones(shape, dtype), np.ones(shape, dtype)
+    compiled.sgd_update(w1, g, vel1, 0.1, 0.9)
+    reference.sgd_update(w2, g, vel2, dtype(0.1), 0.9)
+    assert_twins(w1, w2, dtype)
+    assert_twins(vel1, vel2, dtype)
+
+
+def test_adam_flushes_moments_that_would_turn_subnormal():
+    w, g = np.ones(2, np.float32), np.zeros(2, np.float32)
+    m, v = np.array([1e-31, 1e-3], np.float32), np.array([1e-31, 1e-3], np.float32)
+    compiled.adam_update(w, g, m, v, 0.001, 0.9, 0.999, 1e-7)
+    assert m[0] == 0 and v[0] == 0
+    assert m[1] == pytest.approx(0.9e-3) and v[1] == pytest.approx(0.999e-3)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 50), k=st.integers(1, 300), seed=st.integers(0, 2**32 - 1),
+       zeros=st.sampled_from([0.0, 0.5, 0.95, 1.0]))
+def test_sparse_rows_hold_exactly_the_non_zeros(n, k, seed, zeros):
+    x = sparse_normal(np.random.default_rng(seed), (n, k), np.float32, zeros)
+    indptr, indices, values = compiled._sparse_rows(x)
+    dense = np.zeros_like(x)
+    for r in range(n):
+        cols = indices[indptr[r] : indptr[r + 1]]
+        assert np.all(np.diff(cols) > 0)
+        dense[r, cols] = values[indptr[r] : indptr[r + 1]]
+    np.testing.assert_array_equal(dense, x)
+    assert indptr[-1] == np.count_nonzero(x)
+
+
+MODEL = st.fixed_dictionaries({
+    "widths": st.lists(st.integers(1, 40), min_size=1, max_size=3),
+    "activations": st.lists(st.sampled_from(tinynn.activations.NAMES), min_size=3, max_size=3),
+    "features": st.integers(1, 60),
+    "n": st.integers(1, 100),
+    "batch_size": st.integers(1, 64),
+    "optimizer": st.sampled_from(["adam", "sgd"]),
+    "loss": st.sampled_from(["output_logits", "from_logits", "probabilities"]),
+    "output": st.sampled_from(["sigmoid", "softmax"]),
+    "seed": st.integers(0, 2**32 - 1),
+})
+LOSS_OPTIONS = {
+    "output_logits": {},
+    "from_logits": {"from_logits": True, "use_output_logits": False},
+    # Only on outputs in (0, 1): where a linear or relu output is clipped, the
+    # loss can be ~1e-7, a difference of logs whose float32 rounding is as large
+    # as its gradient, and Adam scales that noise up to full steps. (The kernel
+    # twins and the Keras parity test cover the formula on such outputs.)
+    "probabilities": {"use_output_logits": False},
+}
+
+
+def train(spec: dict, backend: str):
+    rng = np.random.default_rng(spec["seed"])
+    x = sparse_normal(rng, (spec["n"], spec["features"]), np.float32, 0.6)
+    classes = spec["widths"][-1]
+    y = rng.integers(0, classes, size=spec["n"])
+    activations = spec["activations"][: len(spec["widths"])]
+    if spec["loss"] != "from_logits":
+        activations[-1] = spec["output"]
+    layers = [tinynn.layers.Dense(u, activation=a) for u, a in zip(spec["widths"], activations)]
+    model = tinynn.Sequential(layers)
+    model.build((None, spec["features"]))
+    model.set_weights([rng.normal(0, 0.3, w.shape) for w in model.weights])
+    optimizer = (tinynn.optimizers.Adam(0.01) if spec["optimizer"] == "adam"
+                 else tinynn.optimizers.SGD(0.05, momentum=0.5))
+    model.compile(optimizer, tinynn.losses.SparseCategoricalCrossentropy(**LOSS_OPTIONS[spec["loss"]]),
+                  metrics=["accuracy"])
+    with tinynn.backend.using(backend):
+        history = model.fit(x, y, batch_size=spec["batch_size"], epochs=2, shuffle=False,
+                            verbose=0)
+        predictions = model.predict(x)
+        evaluation = model.evaluate(x, y, verbose=0)
+    return model, history.history, predictions, evaluation
+
+
+@settings(max_examples=40, deadline=None)
+@given(spec=MODEL)
+def test_fused_training_matches_the_reference_path(spec):
+    """Any Dense stack, any batch size (the last batch partial or not), either optimizer,
+    every loss mode: two epochs of fused compiled steps end where NumPy ends."""
+    fast, fast_log, fast_pred, fast_eval = train(spec, "numba")
+    slow, slow_log, slow_pred, slow_eval = train(spec, "numpy")
+    for a, b in zip(fast.get_weights(), slow.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert fast.optimizer.iterations == slow.optimizer.iterations
+    np.testing.assert_allclose(fast_log["loss"], slow_log["loss"], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(fast_pred, slow_pred, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(fast_eval, slow_eval, rtol=1e-4, atol=1e-5)
+
+
+def test_predict_splits_rows_between_threads_without_changing_them(monkeypatch):
+    from tinynn import engine
+
+    rng = np.random.default_rng(0)
+    x = sparse_normal(rng, (3000, 20), np.float32, 0.5)
+    model = tinynn.Sequential([tinynn.layers.Dense(7, "relu", input_dim=20),
+                               tinynn.layers.Dense(3, "softmax")])
+    with tinynn.backend.using("numba"):
+        monkeypatch.setattr(engine, "MIN_ROWS_PER_THREAD", 10**9)
+        one = model.predict(x)
+        monkeypatch.setattr(engine, "MIN_ROWS_PER_THREAD", 100)
+        many = model.predict(x)
+    np.testing.assert_array_equal(one, many)
+
+
+def test_fused_cache_stamp_follows_compiled_source():
+    """If this fails, set fused.COMPILED_SOURCE_STAMP to the value shown (see its comment)."""
+    import hashlib
+    from pathlib import Path
+
+    from tinynn.kernels import fused
+
+    source = Path(compiled.__file__).read_bytes()
+    assert fused.COMPILED_SOURCE_STAMP == hashlib.sha256(source).hexdigest()[:16]
