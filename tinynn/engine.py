@@ -111,7 +111,7 @@ class FusedTrainer:
     def run(self, x, y, order, batch_size: int, first: int, last: int) -> tuple[float, int, int]:
         """Steps first … last − 1 on ``sparse_inputs(x)``; returns (loss sum, correct, seen)."""
         opt = self.model.optimizer
-        lr, b1, b2, eps = (np.float32(h) for h in self.hyper)
+        lr, b1, b2, eps = self.hyper
         result = _fused().train_steps(
             x, y, order, batch_size, first, last,
             self.Ws, self.bs, self.codes, self.s1W, self.s1b, self.s2W, self.s2b,

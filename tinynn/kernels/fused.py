@@ -42,7 +42,7 @@ ADAM, SGD = 0, 1
 #: calls from ``compiled.py``. This stamp, the start of compiled.py's SHA-256
 #: (checked by tests/test_kernels.py), changes whenever compiled.py does, and so
 #: keeps a stale compiled step from being loaded.
-COMPILED_SOURCE_STAMP = "8a2dc841c96f725d"
+COMPILED_SOURCE_STAMP = "3ee9d8b15470f7f6"
 
 
 @njit
@@ -50,8 +50,9 @@ def _step_update(w, g, s1, s2, optimizer, lr, beta_1, beta_2, epsilon, t):
     """Update one parameter by Adam (step t) or by SGD with momentum beta_1."""
     w, g, s1, s2 = w.reshape(-1), g.reshape(-1), s1.reshape(-1), s2.reshape(-1)
     if optimizer == ADAM:
-        # float32 throughout, as Keras computes lr_t.
-        lr_t = lr * np.sqrt(np.float32(1) - beta_2**t) / (np.float32(1) - beta_1**t)
+        # In float32, as Keras computes lr_t.
+        f, t = np.float32, np.float32(t)
+        lr_t = f(lr) * np.sqrt(f(1) - f(beta_2) ** t) / (f(1) - f(beta_1) ** t)
         _adam(w, g, s1, s2, lr_t, beta_1, beta_2, epsilon)
     else:
         _sgd(w, g, s1, lr, beta_1)
@@ -88,7 +89,7 @@ def train_steps(x, y, order, batch_size, first_step, last_step,
         on_logits: the loss works on the last layer's z (Keras's logits rule).
         softmax_formula: softmax cross-entropy (else the clipped probability formula).
         clip_epsilon: the probability formula's clipping bound.
-        optimizer: ADAM or SGD; lr, beta_1 (SGD: momentum), beta_2, epsilon: float32.
+        optimizer: ADAM or SGD; lr, beta_1 (SGD: momentum), beta_2, epsilon: floats.
         iterations: optimizer steps taken before this call.
 
     Returns:
@@ -124,7 +125,7 @@ def train_steps(x, y, order, batch_size, first_step, last_step,
 
         # Backward, layer by layer; each layer's update follows its gradients
         # (its input gradient is already computed with the old weights).
-        t = np.float32(iterations + step - first_step + 1)
+        t = iterations + step - first_step + 1
         for layer in range(last, -1, -1):
             dz = dAs[layer][:n]
             if not (layer == last and on_logits):
