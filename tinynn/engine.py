@@ -49,18 +49,12 @@ def _fused():
     return fused
 
 
-def _typed(arrays: list[np.ndarray]):
-    from numba.typed import List
-
-    return List(arrays)
-
-
 def _stack(layers: list[Dense]):
     """The layers as the kernels take them: kernels, biases (empty if none), activation codes."""
     empty = np.empty(0, np.float32)
     return (
-        _typed([layer.params["kernel"] for layer in layers]),
-        _typed([layer.params.get("bias", empty) for layer in layers]),
+        tuple(layer.params["kernel"] for layer in layers),
+        tuple(layer.params.get("bias", empty) for layer in layers),
         np.array([kernels().CODES[layer.activation] for layer in layers], np.int64),
     )
 
@@ -84,7 +78,7 @@ class FusedTrainer:
         empty = np.empty(0, np.float32)
 
         def state(name: str, key: str):
-            return _typed([s[key][name] if key in s else empty for s in per_layer])
+            return tuple(s[key][name] if key in s else empty for s in per_layer)
 
         fused = _fused()
         if isinstance(opt, optimizers.Adam):

@@ -7,7 +7,7 @@ would cost more than the math. Here one call runs many steps of the same
 algorithm (forward through every layer, loss, backward, optimizer update) for a
 stack of Dense layers, with all buffers allocated once.
 
-The layer stack arrives as typed lists, one entry per layer: kernels ``Ws``,
+The layer stack arrives as tuples, one entry per layer: kernels ``Ws``,
 biases ``bs`` (empty arrays for layers without one) and activation codes.
 Optimizer state arrives the same way: ``s1W``/``s1b`` are Adam's m (or SGD's
 velocity) and ``s2W``/``s2b`` Adam's v, views of the arrays the optimizer owns.
