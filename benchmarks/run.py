@@ -21,6 +21,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -66,14 +67,15 @@ def available(python: str, framework: str) -> str | None:
 
 
 def run_one(python: str, framework: str, model: str, seed: int, args,
-            extra: list[str] = ()) -> dict:
+            extra: list[str] = (), env: dict | None = None) -> dict:
     cmd = [python, str(HERE / "worker.py"), "--framework", framework, "--model", model,
            "--seed", str(seed), "--epochs", str(args.epochs),
            "--batch-size", str(args.batch_size), *extra]
     if args.data_dir:
         cmd += ["--data-dir", args.data_dir]
     start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE.parent)
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE.parent,
+                          env={**os.environ, **(env or {})})
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
@@ -89,7 +91,10 @@ def summarise(runs: list[dict]) -> list[dict]:
                   key=lambda k: (k[0] != "simple", FRAMEWORKS.index(k[1])))
     for model, framework in keys:
         group = [r for r in runs if r["model"] == model and r["framework"] == framework]
-        med = lambda f: float(np.median([f(r) for r in group]))  # noqa: E731
+
+        def med(f, group=group):
+            return float(np.median([f(r) for r in group]))
+
         rows.append({
             "model": model, "framework": framework, "seeds": len(group),
             "epoch_s": med(lambda r: np.median(r["epochs"][1:] or r["epochs"])),
@@ -176,6 +181,29 @@ def chart(rows: list[dict], path: Path, info: dict) -> None:
     plt.close(fig)
 
 
+def start_up(args) -> dict:
+    """tinynn-numba's compile cost: a run with an empty kernel cache, then one with it warm.
+
+    Reported: how much longer fit takes to finish its first epoch than a later
+    epoch takes (set-up + first epoch − later epoch), and the process's import time.
+    """
+    report = {}
+    with tempfile.TemporaryDirectory() as cache:
+        for name in ("cold", "warm"):  # the same cache directory: empty, then filled
+            r = run_one(sys.executable, "tinynn-numba", "hidden", 0, args, ["--no-predict"],
+                        {"NUMBA_CACHE_DIR": cache})
+            extra = r["fit_overhead_seconds"] + r["epochs"][0] - float(np.median(r["epochs"][1:]))
+            report[name] = {"first_epoch_extra_s": extra, "wall_s": r["wall_seconds"]}
+    probe = subprocess.run(
+        [sys.executable, "-c", "import time; t = time.perf_counter(); import tinynn; "
+         "print(time.perf_counter() - t)"], capture_output=True, text=True, cwd=HERE.parent)
+    report["import_tinynn_s"] = float(probe.stdout.strip())
+    print(f"tinynn-numba start-up: first epoch +{report['cold']['first_epoch_extra_s']:.2f} s "
+          f"with an empty kernel cache (compiling), +{report['warm']['first_epoch_extra_s']:.2f} s "
+          f"with it warm; `import tinynn` {report['import_tinynn_s']:.3f} s")
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frameworks", default=",".join(FRAMEWORKS))
@@ -194,6 +222,7 @@ def main() -> None:
 
     info = machine()
     runs, skipped = [], {}
+    startup = start_up(args) if "tinynn-numba" in args.frameworks.split(",") else None
     for framework in args.frameworks.split(","):
         python = interpreter(framework, args)
         why = available(python, framework)
@@ -212,8 +241,14 @@ def main() -> None:
     text = table(rows, info, args)
     print()
     print(text)
-    record = {"machine": info, "args": vars(args), "skipped": skipped, "runs": runs,
-              "summary": rows}
+    if startup:
+        text += (f"\n\ntinynn-numba start-up: fit's first epoch takes "
+                 f"{startup['cold']['first_epoch_extra_s']:.2f} s longer than a later one with "
+                 f"an empty kernel cache (the first-ever compile), "
+                 f"{startup['warm']['first_epoch_extra_s']:.2f} s longer with the cache warm; "
+                 f"`import tinynn` takes {startup['import_tinynn_s']:.3f} s.")
+    record = {"machine": info, "args": vars(args), "skipped": skipped, "startup": startup,
+              "runs": runs, "summary": rows}
     (out / "latest.json").write_text(json.dumps(record, indent=1))
     (out / "latest.md").write_text(text + "\n")
     chart(rows, out / "latest.png", info)
