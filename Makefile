@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint clean
+.PHONY: demo test bench clean
 
 $(VENV)/.installed-%: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ demo: $(VENV)/.installed-plots
 test: $(VENV)/.installed-test
 	$(PY) -m ruff check .
 	$(PY) -m pytest
+
+# The peers (Keras, PyTorch) come from the `bench` extra: a large download.
+bench: $(VENV)/.installed-bench
+	$(PY) -m pip install --quiet -e ".[plots]"
+	$(PY) benchmarks/run.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache
