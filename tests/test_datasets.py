@@ -1,14 +1,24 @@
-"""The IDX reader and the MNIST loader: good files load, damaged files are refused."""
+"""The dataset layer: IDX files are checked, the search order holds, downloads are safe.
+
+Downloads are tested for real against an HTTP server on 127.0.0.1 that the
+tests start, serving small IDX files made here.
+"""
 
 from __future__ import annotations
 
 import gzip
+import hashlib
+import http.server
+import os
+import socket
 import struct
+import threading
 
 import numpy as np
 import pytest
 
-from tinynn.datasets import idx, mnist
+from tinynn.datasets import base, fashion_mnist, idx, mnist
+from tinynn.datasets.fetch import DownloadError
 
 
 def idx_bytes(array: np.ndarray, code: int = 0x08) -> bytes:
@@ -17,19 +27,37 @@ def idx_bytes(array: np.ndarray, code: int = 0x08) -> bytes:
     return header + array.astype(idx.IDX_TYPES[code]).tobytes()
 
 
-def write_mnist(directory, n_train=5, n_test=3, gz=True):
-    rng = np.random.default_rng(0)
-    arrays = {
-        "x_train": rng.integers(0, 256, (n_train, 28, 28)), "y_train": rng.integers(0, 10, n_train),
-        "x_test": rng.integers(0, 256, (n_test, 28, 28)), "y_test": rng.integers(0, 10, n_test),
+def make_arrays(n_train=5, n_test=3, seed=0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        "x_train": rng.integers(0, 256, (n_train, 28, 28)).astype(np.uint8),
+        "y_train": rng.integers(0, 10, n_train).astype(np.uint8),
+        "x_test": rng.integers(0, 256, (n_test, 28, 28)).astype(np.uint8),
+        "y_test": rng.integers(0, 10, n_test).astype(np.uint8),
     }
-    for key, stem in mnist.FILES.items():
+
+
+def write_idx_files(directory, arrays, gz=True, dataset=mnist.MNIST):
+    directory.mkdir(parents=True, exist_ok=True)
+    for key, (name, _) in dataset.files.items():
         data = idx_bytes(arrays[key])
+        stem = name.removesuffix(".gz")
         if gz:
             (directory / f"{stem}.gz").write_bytes(gzip.compress(data))
         else:
             (directory / stem).write_bytes(data)
-    return arrays
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """No TINYNN_DATA, and empty tinynn and Keras caches under tmp_path."""
+    monkeypatch.delenv(base.DATA_VAR, raising=False)
+    monkeypatch.setenv(base.CACHE_VAR, str(tmp_path / "cache"))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    return tmp_path
+
+
+# ---------------------------------------------------------------- IDX files
 
 
 def test_round_trip_every_type():
@@ -65,28 +93,207 @@ def test_truncated_gzip_names_the_file(tmp_path):
         idx.read_idx(path)
 
 
+def test_truncated_idx_file_in_a_data_directory_is_an_error(isolated):
+    write_idx_files(isolated / "d", make_arrays(), gz=False)
+    images = isolated / "d" / "train-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:-100])
+    with pytest.raises(idx.IDXError, match="train-images-idx3-ubyte.*payload size mismatch"):
+        mnist.load_data(isolated / "d")
+
+
+# ---------------------------------------------------------------- where data is found
+
+
 @pytest.mark.parametrize("gz", [True, False])
-def test_load_data_from_path_and_env(tmp_path, monkeypatch, gz):
-    arrays = write_mnist(tmp_path, gz=gz)
-    (x_train, y_train), (x_test, y_test) = mnist.load_data(tmp_path)
+def test_load_from_a_path(isolated, gz):
+    arrays = make_arrays()
+    write_idx_files(isolated / "d", arrays, gz=gz)
+    (x_train, y_train), (x_test, y_test) = mnist.load_data(isolated / "d")
     np.testing.assert_array_equal(x_train, arrays["x_train"])
-    assert x_train.dtype == np.uint8 and y_test.shape == (3,)
-    (tmp_path / "mnist").mkdir()
-    write_mnist(tmp_path / "mnist", n_train=7, gz=gz)
-    monkeypatch.setenv(mnist.ENV_VAR, str(tmp_path))
-    assert len(mnist.load_data()[0][0]) == 7  # $TINYNN_DATA/mnist comes first
+    np.testing.assert_array_equal(y_test, arrays["y_test"])
+    assert x_train.dtype == np.uint8
 
 
-def test_missing_files_say_where_to_put_them(tmp_path, monkeypatch):
-    monkeypatch.delenv(mnist.ENV_VAR, raising=False)
-    with pytest.raises(FileNotFoundError, match="TINYNN_DATA"):
-        mnist.load_data(tmp_path)
+def test_search_order(isolated, monkeypatch):
+    """$TINYNN_DATA/mnist, then $TINYNN_DATA, then tinynn's cache, then Keras's cache."""
+    keras_file = isolated / "keras" / "datasets" / "mnist.npz"
+    keras_file.parent.mkdir(parents=True)
+    np.savez(keras_file, **make_arrays(n_train=4))
+    assert len(mnist.load_data()[0][0]) == 4
+
+    write_idx_files(isolated / "cache" / "mnist", make_arrays(n_train=5))
+    assert len(mnist.load_data()[0][0]) == 5
+
+    monkeypatch.setenv(base.DATA_VAR, str(isolated / "data"))
+    write_idx_files(isolated / "data", make_arrays(n_train=6))
+    assert len(mnist.load_data()[0][0]) == 6
+    write_idx_files(isolated / "data" / "mnist", make_arrays(n_train=7))
+    assert len(mnist.load_data()[0][0]) == 7
+
+    write_idx_files(isolated / "explicit", make_arrays(n_train=8))
+    assert len(mnist.load_data(isolated / "explicit")[0][0]) == 8
 
 
-def test_images_and_labels_must_agree(tmp_path):
-    write_mnist(tmp_path)
-    (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(
-        gzip.compress(idx_bytes(np.zeros(4, np.uint8)))
-    )
+def test_explicit_path_is_the_only_place_looked_at(isolated):
+    write_idx_files(isolated / "cache" / "mnist", make_arrays())
+    with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte.gz"):
+        mnist.load_data(isolated / "empty")
+
+
+def test_keras_npz_is_read_without_pickles(isolated):
+    good = isolated / "good.npz"
+    np.savez(good, **make_arrays())
+    assert mnist.load_data(good)[1][0].shape == (3, 28, 28)
+    smuggled = isolated / "bad.npz"
+    np.savez(smuggled, **{**make_arrays(), "y_test": np.array([{"evil": 1}], dtype=object)})
+    with pytest.raises(idx.IDXError, match="bad.npz"):
+        mnist.load_data(smuggled)
+
+
+def test_fashion_mnist_in_the_keras_cache_layout(isolated):
+    write_idx_files(isolated / "keras" / "datasets" / "fashion-mnist", make_arrays(n_train=9),
+                    dataset=fashion_mnist.FASHION_MNIST)
+    assert len(fashion_mnist.load_data()[0][0]) == 9
+
+
+def test_images_and_labels_must_agree(isolated):
+    arrays = make_arrays()
+    arrays["y_train"] = arrays["y_train"][:4]
+    write_idx_files(isolated / "d", arrays)
     with pytest.raises(idx.IDXError, match="5 train images but 4 labels"):
-        mnist.load_data(tmp_path)
+        mnist.load_data(isolated / "d")
+
+
+def test_labels_must_be_classes(isolated):
+    arrays = make_arrays()
+    arrays["y_test"][0] = 10
+    write_idx_files(isolated / "d", arrays)
+    with pytest.raises(idx.IDXError, match="label 10 is not below 10"):
+        mnist.load_data(isolated / "d")
+
+
+# ---------------------------------------------------------------- downloads
+
+
+class Mirror:
+    """An HTTP server on 127.0.0.1 serving {path: bytes}, counting requests."""
+
+    def __init__(self, files: dict[str, bytes], lie_about_length: bool = False):
+        self.files, self.requests = files, []
+        mirror = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (the stdlib's name)
+                mirror.requests.append(self.path)
+                body = mirror.files.get(self.path.lstrip("/"))
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                length = len(body) + (1000 if lie_about_length else 0)
+                self.send_header("Content-Length", str(length))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def dead_url() -> str:
+    """A URL on 127.0.0.1 where nothing listens."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"
+
+
+def tiny_dataset(arrays, mirrors) -> tuple[base.ImageDataset, dict[str, bytes]]:
+    """A dataset spec for ``arrays`` whose digests are those of the files served."""
+    files, served = {}, {}
+    for key, (name, _) in mnist.MNIST.files.items():
+        data = idx_bytes(arrays[key])
+        files[key] = (name, hashlib.sha256(data).hexdigest())
+        served[name] = gzip.compress(data)
+    return base.ImageDataset(name="tiny", files=files, mirrors=tuple(mirrors)), served
+
+
+def cached_files(isolated) -> list[str]:
+    directory = isolated / "cache" / "tiny"
+    return sorted(os.listdir(directory)) if directory.exists() else []
+
+
+def test_download_good_files_then_use_the_cache(isolated):
+    arrays = make_arrays()
+    _, served = tiny_dataset(arrays, [])
+    mirror = Mirror(served)
+    try:
+        spec, _ = tiny_dataset(arrays, [mirror.url])
+        (x_train, _), (_, y_test) = base.load(spec)
+        np.testing.assert_array_equal(x_train, arrays["x_train"])
+        np.testing.assert_array_equal(y_test, arrays["y_test"])
+        assert len(mirror.requests) == 4
+        assert cached_files(isolated) == sorted(served)
+        base.load(spec)  # from the cache now
+        assert len(mirror.requests) == 4
+    finally:
+        mirror.close()
+
+
+def test_corrupt_file_is_refused_and_nothing_is_cached(isolated):
+    arrays = make_arrays()
+    spec, served = tiny_dataset(arrays, [])
+    name = "train-images-idx3-ubyte.gz"
+    served[name] = gzip.compress(idx_bytes(arrays["x_train"] // 2 + 1))
+    mirror = Mirror(served)
+    try:
+        spec = base.ImageDataset(name="tiny", files=spec.files, mirrors=(mirror.url,))
+        with pytest.raises(DownloadError, match="checksum mismatch"):
+            base.load(spec)
+        assert name not in cached_files(isolated)
+        assert not any(f.endswith(".part") for f in cached_files(isolated))
+    finally:
+        mirror.close()
+
+
+def test_dead_mirror_then_a_good_one(isolated):
+    arrays = make_arrays()
+    _, served = tiny_dataset(arrays, [])
+    empty, good = Mirror({}), Mirror(served)
+    try:
+        spec, _ = tiny_dataset(arrays, [dead_url(), empty.url, good.url])
+        (x_train, _), _ = base.load(spec)
+        np.testing.assert_array_equal(x_train, arrays["x_train"])
+        assert len(empty.requests) == 4  # each file: 404 there, then the good mirror
+    finally:
+        empty.close()
+        good.close()
+
+
+def test_short_transfer_is_refused(isolated):
+    arrays = make_arrays()
+    _, served = tiny_dataset(arrays, [])
+    mirror = Mirror(served, lie_about_length=True)
+    try:
+        spec, _ = tiny_dataset(arrays, [mirror.url])
+        with pytest.raises(DownloadError):
+            base.load(spec)
+        assert cached_files(isolated) == []
+    finally:
+        mirror.close()
+
+
+def test_offline_error_says_where_to_put_the_files(isolated):
+    spec, _ = tiny_dataset(make_arrays(), [dead_url(), dead_url()])
+    with pytest.raises(DownloadError) as info:
+        base.load(spec)
+    message = str(info.value)
+    assert "TINYNN_DATA" in message and str(isolated / "cache" / "tiny") in message
+    assert message.count("http://127.0.0.1") == 2  # both mirrors' failures are listed

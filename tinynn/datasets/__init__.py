@@ -1,5 +1,5 @@
 """Datasets, as ``keras.datasets``: ``tinynn.datasets.mnist.load_data()``."""
 
-from tinynn.datasets import mnist
+from tinynn.datasets import fashion_mnist, mnist
 
-__all__ = ["mnist"]
+__all__ = ["fashion_mnist", "mnist"]

@@ -1,80 +1,48 @@
 """MNIST: 70,000 handwritten digits, 28×28 grey levels, as ``keras.datasets.mnist``.
 
-Where the files are looked for, in order:
-
-1. the ``path`` argument (a directory holding the four IDX files);
-2. ``$TINYNN_DATA/mnist/``, then ``$TINYNN_DATA/`` itself.
-
-The files keep their standard names, gzipped or not: ``train-images-idx3-ubyte``,
-``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``.
+Found (or fetched) as ``tinynn.datasets.base`` describes: ``path``, then
+``$TINYNN_DATA/mnist/``, tinynn's cache, Keras's ``~/.keras/datasets/mnist.npz``,
+then a download from the public mirrors.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-import numpy as np
+from tinynn.datasets.base import ImageDataset, load
 
-from tinynn.datasets.idx import IDXError, read_idx
-
-ENV_VAR = "TINYNN_DATA"
-FILES = {
-    "x_train": "train-images-idx3-ubyte",
-    "y_train": "train-labels-idx1-ubyte",
-    "x_test": "t10k-images-idx3-ubyte",
-    "y_test": "t10k-labels-idx1-ubyte",
-}
-
-
-def candidate_dirs(path: str | os.PathLike | None, name: str = "mnist") -> list[Path]:
-    """The directories searched, in order."""
-    if path is not None:
-        return [Path(path)]
-    root = os.environ.get(ENV_VAR)
-    return [Path(root) / name, Path(root)] if root else []
-
-
-def find_file(directory: Path, stem: str) -> Path | None:
-    """``stem.gz`` or ``stem`` in ``directory``, whichever exists."""
-    for candidate in (directory / f"{stem}.gz", directory / stem):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def load_idx_set(dirs: list[Path], name: str, shapes: dict[str, tuple]) -> tuple:
-    """Load the four arrays from the first directory that holds all four files."""
-    for directory in dirs:
-        found = {key: find_file(directory, stem) for key, stem in FILES.items()}
-        if all(found.values()):
-            arrays = {key: read_idx(p) for key, p in found.items()}
-            for key, shape in shapes.items():
-                if arrays[key].shape[1:] != shape or arrays[key].dtype != np.uint8:
-                    raise IDXError(f"{found[key]}: expected uint8 samples of shape {shape}, "
-                                   f"got {arrays[key].dtype} {arrays[key].shape}")
-            for split in ("train", "test"):
-                nx, ny = len(arrays[f"x_{split}"]), len(arrays[f"y_{split}"])
-                if nx != ny:
-                    raise IDXError(f"{directory}: {nx} {split} images but {ny} labels")
-            return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
-    looked = ", ".join(str(d) for d in dirs) or "nowhere (no path given)"
-    raise FileNotFoundError(
-        f"{name}: the four IDX files ({', '.join(FILES.values())}, optionally .gz) were not "
-        f"found; looked in {looked}. Pass path=DIR or set {ENV_VAR}=DIR "
-        f"(DIR holding the files or a '{name}' folder with them)."
-    )
+#: The standard files, with the SHA-256 of their decompressed content (the
+#: check that holds whichever way a mirror compressed them).
+MNIST = ImageDataset(
+    name="mnist",
+    files={
+        "x_train": ("train-images-idx3-ubyte.gz",
+                    "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
+        "y_train": ("train-labels-idx1-ubyte.gz",
+                    "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
+        "x_test": ("t10k-images-idx3-ubyte.gz",
+                   "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
+        "y_test": ("t10k-labels-idx1-ubyte.gz",
+                   "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
+    },
+    mirrors=(
+        "https://storage.googleapis.com/cvdf-datasets/mnist/",
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "http://yann.lecun.com/exdb/mnist/",
+    ),
+    keras_cache=("mnist.npz",),
+)
 
 
 def load_data(path: str | os.PathLike | None = None):
     """Load MNIST as Keras does.
 
     Args:
-        path: directory holding the four IDX files; default ``$TINYNN_DATA``.
+        path: a directory holding the four IDX files (gzipped or not), or a Keras
+            ``mnist.npz``; default: look in the usual places, then download.
 
     Returns:
         ``((x_train, y_train), (x_test, y_test))``: uint8 arrays of shapes
         (60000, 28, 28), (60000,), (10000, 28, 28), (10000,).
     """
-    return load_idx_set(candidate_dirs(path), "mnist", {"x_train": (28, 28), "x_test": (28, 28),
-                                                        "y_train": (), "y_test": ()})
+    return load(MNIST, path)
