@@ -1,4 +1,4 @@
-"""Fashion-MNIST: 70,000 28×28 images of clothing in 10 classes, as ``keras.datasets.fashion_mnist``.
+"""Fashion-MNIST: 70,000 28×28 images of clothes in 10 classes, as Keras's ``fashion_mnist``.
 
 The same format and shapes as MNIST, and found (or fetched) the same way
 (``tinynn.datasets.base``), under the name ``fashion_mnist``; Keras keeps it in
