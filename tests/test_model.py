@@ -189,6 +189,12 @@ def test_activation_functions_are_accepted_like_names():
         tinynn.layers.Dense(2, activation=np.tanh)
 
 
+def test_confusion_matrix_of_uint8_labels_and_empty_input():
+    cm = tinynn.metrics.confusion_matrix(np.array([3, 0], np.uint8), np.array([3, 1], np.uint8))
+    assert cm.shape == (4, 4) and cm[3, 3] == 1 and cm[0, 1] == 1
+    assert tinynn.metrics.confusion_matrix([], []).shape == (0, 0)
+
+
 def test_notebook_style_confusion_matrix():
     cm = tinynn.metrics.confusion_matrix(labels=np.array([0, 1, 2, 2]),
                                          predictions=[np.int64(0), np.int64(2), 2, 2])

@@ -31,9 +31,39 @@ def confusion_matrix(labels, predictions, num_classes: int | None = None) -> np.
         if a.size and (a.dtype.kind not in "iu" or a.min() < 0):
             raise ValueError(f"{name} must be non-negative integers")
     if num_classes is None:
-        num_classes = int(max(labels.max(initial=-1), predictions.max(initial=-1))) + 1
+        num_classes = max((int(a.max()) + 1 for a in (labels, predictions) if a.size), default=0)
     elif labels.size and max(labels.max(), predictions.max()) >= num_classes:
         raise ValueError(f"labels and predictions must be below num_classes={num_classes}")
     counts = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(counts, (labels, predictions), 1)
+    np.add.at(counts, (labels.astype(np.intp), predictions.astype(np.intp)), 1)
     return counts
+
+
+def precision_recall(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class precision and recall from a confusion matrix (rows truth, columns prediction).
+
+    precision_k = cm[k, k] / Σ_i cm[i, k],  recall_k = cm[k, k] / Σ_j cm[k, j]
+    (0 where a class was never predicted, or never present).
+
+    >>> p, r = precision_recall(np.array([[3, 1], [0, 4]]))
+    >>> p.round(2).tolist(), r.round(2).tolist()
+    ([1.0, 0.8], [0.75, 1.0])
+    """
+    cm = np.asarray(cm, dtype=np.float64)
+    hits = np.diag(cm)
+    predicted, actual = cm.sum(axis=0), cm.sum(axis=1)
+    precision = np.divide(hits, predicted, out=np.zeros_like(hits), where=predicted > 0)
+    recall = np.divide(hits, actual, out=np.zeros_like(hits), where=actual > 0)
+    return precision, recall
+
+
+def most_confused(cm: np.ndarray, k: int = 5) -> list[tuple[int, int, int]]:
+    """The k largest off-diagonal counts as (true class, predicted class, count), largest first.
+
+    >>> most_confused(np.array([[5, 2, 0], [0, 5, 7], [1, 0, 5]]), k=2)
+    [(1, 2, 7), (0, 1, 2)]
+    """
+    cm = np.asarray(cm)
+    off = [(int(cm[i, j]), i, j) for i in range(len(cm)) for j in range(len(cm)) if i != j]
+    off.sort(key=lambda t: (-t[0], t[1], t[2]))
+    return [(i, j, c) for c, i, j in off[:k] if c > 0]

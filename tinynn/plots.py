@@ -1,0 +1,167 @@
+"""Figures for looking at what a model learned (needs the ``plots`` extra: matplotlib, seaborn).
+
+Each function draws one figure and returns it; ``save`` writes it to a PNG.
+Images are (n, 28, 28) arrays (or anything reshapeable to squares).
+
+>>> import numpy as np
+>>> from tinynn import plots
+>>> fig = plots.confusion_matrix(np.array([[5, 1], [0, 4]]))
+>>> fig.axes[0].get_xlabel(), fig.axes[0].get_ylabel()
+('Predicted', 'Truth')
+>>> plots.save(fig, "confusion.png")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+MISSING = (
+    "tinynn.plots needs matplotlib and seaborn: pip install 'tinynn[plots]' "
+    "(or pip install matplotlib seaborn)"
+)
+
+
+def _pyplot():
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise ImportError(MISSING) from e
+    return plt
+
+
+def available() -> bool:
+    """Whether matplotlib and seaborn can be imported."""
+    try:
+        import matplotlib  # noqa: F401
+        import seaborn  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def save(fig, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG and close it."""
+    path = Path(path)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+    return path
+
+
+def _square(image: np.ndarray) -> np.ndarray:
+    side = math.isqrt(image.size)
+    return image.reshape(side, side) if image.ndim == 1 else image
+
+
+def sample(image: np.ndarray, label) -> object:
+    """One image with its label as the title (the notebook's first figure)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(3.2, 3.2))
+    ax.imshow(_square(image), cmap="gray")
+    ax.set_title(f"Label: {label}")
+    ax.axis("off")
+    return fig
+
+
+def confusion_matrix(cm: np.ndarray, title: str = "Confusion Matrix",
+                     class_names: Sequence[str] | None = None) -> object:
+    """A heatmap of counts, truth in rows and prediction in columns (the notebook's figure)."""
+    plt = _pyplot()
+    import seaborn as sn
+
+    fig, ax = plt.subplots(figsize=(8.5, 6.5))
+    labels = class_names if class_names is not None else "auto"
+    sn.heatmap(cm, annot=True, fmt="d", cmap="rocket_r", ax=ax, cbar_kws={"label": "count"},
+               xticklabels=labels, yticklabels=labels, annot_kws={"fontsize": 8})
+    ax.set_xlabel("Predicted")
+    ax.set_ylabel("Truth")
+    ax.set_title(title)
+    return fig
+
+
+def predictions(images: np.ndarray, truth: Sequence, predicted: Sequence,
+                class_names: Sequence[str] | None = None) -> object:
+    """A row of images titled with their true and predicted labels (wrong ones in red)."""
+    plt = _pyplot()
+    n = len(images)
+    fig, axes = plt.subplots(1, n, figsize=(2.4 * n, 2.9))
+    for ax, image, t, p in zip(np.atleast_1d(axes), images, truth, predicted):
+        ax.imshow(_square(image), cmap="gray")
+        name = (lambda k: class_names[k]) if class_names else str
+        ax.set_title(f"True: {name(t)}\nPredicted: {name(p)}", fontsize=10,
+                     color="black" if t == p else "crimson")
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def learning_curves(histories: Mapping[str, Mapping[str, Sequence[float]]]) -> object:
+    """Loss and accuracy per epoch, training and validation, for several models side by side."""
+    plt = _pyplot()
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for color, (name, history) in zip(colors, histories.items()):
+        epochs = np.arange(1, len(history["loss"]) + 1)
+        for ax, key in ((loss_ax, "loss"), (acc_ax, "accuracy")):
+            ax.plot(epochs, history[key], "-o", color=color, label=f"{name}: training")
+            if f"val_{key}" in history:
+                ax.plot(epochs, history[f"val_{key}"], "--s", color=color,
+                        label=f"{name}: validation")
+    for ax, key in ((loss_ax, "loss"), (acc_ax, "accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.set_title(f"{key.capitalize()} per epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def weight_templates(kernel: np.ndarray, class_names: Sequence[str] | None = None) -> object:
+    """Each output unit's incoming weights drawn as an image: what a single layer "looks for".
+
+    Args:
+        kernel: a Dense kernel of shape (pixels, units), e.g. (784, 10).
+    """
+    plt = _pyplot()
+    units = kernel.shape[1]
+    cols = min(units, 5)
+    rows = math.ceil(units / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.2 * rows), squeeze=False,
+                             layout="constrained")
+    # Pixels that are almost never lit (the border) end with the largest weights;
+    # scaling colours to the 99th percentile keeps the digits' strokes visible.
+    limit = float(np.percentile(np.abs(kernel), 99)) or 1.0
+    for k, ax in enumerate(np.atleast_1d(axes).ravel()):
+        ax.axis("off")
+        if k < units:
+            im = ax.imshow(_square(kernel[:, k]), cmap="RdBu_r", vmin=-limit, vmax=limit)
+            ax.set_title(class_names[k] if class_names else f"class {k}", fontsize=10)
+    fig.colorbar(im, ax=axes, shrink=0.8, extend="both",
+                 label="weight (red: for the class, blue: against)")
+    return fig
+
+
+def misclassified(images: np.ndarray, truth: np.ndarray, predicted: np.ndarray,
+                  confidence: np.ndarray, n: int = 16,
+                  class_names: Sequence[str] | None = None) -> object:
+    """The ``n`` wrong predictions made with the highest confidence."""
+    plt = _pyplot()
+    wrong = np.flatnonzero(truth != predicted)
+    worst = wrong[np.argsort(-confidence[wrong], kind="stable")][:n]
+    cols = min(max(len(worst), 1), 8)
+    rows = max(1, math.ceil(len(worst) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.3 * rows))
+    name = (lambda k: class_names[k]) if class_names else str
+    for ax in np.atleast_1d(axes).ravel():
+        ax.axis("off")
+    for ax, i in zip(np.atleast_1d(axes).ravel(), worst):
+        ax.imshow(_square(images[i]), cmap="gray")
+        ax.set_title(f"true {name(truth[i])}\nsaid {name(predicted[i])} ({confidence[i]:.2f})",
+                     fontsize=8)
+    fig.tight_layout()
+    return fig
