@@ -217,7 +217,10 @@ def write_report(args, results, figures, class_names) -> None:
         r2 = results["simple"]["second_round"]
         lines += ["", f"As in the notebook, the simple model then trained for {args.epochs} more "
                   f"epochs: test accuracy {r2['test_accuracy']:.4f}, loss {r2['test_loss']:.4f}."]
-    lines += ["", "## Per class", "", "| class | " + " | ".join(
+    lines += ["", "## Per class", "", "Precision: of the images given a class, the share that "
+              "belong to it; recall: of the images of a class, the share found. As in the "
+              "notebook, the simple model is measured after its second round here.", "",
+              "| class | " + " | ".join(
         f"{m} precision | {m} recall" for m in results) + " |",
         "|---|" + "---:|---:|" * len(results)]
     for k in range(10):
