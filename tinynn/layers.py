@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from tinynn import activations, initializers
+from tinynn import activations, initializers, validation
 from tinynn.backend import kernels
 
 _name_counters: defaultdict[str, itertools.count] = defaultdict(itertools.count)
@@ -25,12 +25,6 @@ def _unique_name(base: str) -> str:
     """``dense``, ``dense_1``, ``dense_2``… as Keras names layers."""
     n = next(_name_counters[base])
     return base if n == 0 else f"{base}_{n}"
-
-
-def _positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 class Layer:
@@ -45,7 +39,9 @@ class Layer:
     def __init__(self, input_shape: Sequence[int] | None = None, name: str | None = None):
         self.name = name or _unique_name(_snake_case(type(self).__name__))
         if input_shape is not None:
-            input_shape = tuple(_positive_int(d, "input_shape") for d in input_shape)
+            if not isinstance(input_shape, (tuple, list)):
+                raise TypeError(f"input_shape must be a tuple of sizes, got {input_shape!r}")
+            input_shape = tuple(validation.positive_int(d, "input_shape") for d in input_shape)
         self.input_shape = input_shape
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
@@ -95,13 +91,7 @@ class Layer:
             )
         new = {}
         for (key, old), w in zip(self.params.items(), weights):
-            w = np.asarray(w)
-            if w.shape != old.shape:
-                raise ValueError(
-                    f"layer {self.name!r}: weight {key!r} must have shape {old.shape}, "
-                    f"got {w.shape}"
-                )
-            new[key] = w.astype(old.dtype)
+            new[key] = check_weight(w, old, f"layer {self.name!r}: weight {key!r}")
         for key, w in new.items():
             self.params[key][...] = w
 
@@ -110,6 +100,19 @@ class Layer:
 
     def get_config(self) -> dict:
         return {"name": self.name, "input_shape": self.input_shape}
+
+
+def check_weight(w: object, old: np.ndarray, name: str) -> np.ndarray:
+    """``w`` as a replacement for the parameter ``old``: same shape, real and finite."""
+    w = np.asarray(w)
+    if w.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers, got dtype {w.dtype}")
+    if w.shape != old.shape:
+        raise ValueError(f"{name} must have shape {old.shape}, got {w.shape}")
+    w = w.astype(old.dtype)
+    if not np.isfinite(w).all():
+        raise ValueError(f"{name} must be finite, got {w[~np.isfinite(w)][0]}")
+    return w
 
 
 def _snake_case(name: str) -> str:
@@ -150,9 +153,9 @@ class Dense(Layer):
         if input_dim is not None:
             input_shape = (input_dim,)
         super().__init__(input_shape, name)
-        self.units = _positive_int(units, "units")
+        self.units = validation.positive_int(units, "units")
         self.activation = activations.get(activation)
-        self.use_bias = bool(use_bias)
+        self.use_bias = validation.boolean(use_bias, "use_bias")
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
         if self.input_shape is not None:

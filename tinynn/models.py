@@ -16,11 +16,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tinynn import engine, losses, optimizers
+from tinynn import engine, losses, optimizers, validation
 from tinynn.activations import KEEPS_LOGITS
 from tinynn.backend import kernels
 from tinynn.callbacks import Callback, History, ProgbarLogger
-from tinynn.layers import Layer, _positive_int, _unique_name
+from tinynn.layers import Dense, Layer, _unique_name, check_weight
 from tinynn.utils import generator
 
 METRICS = ("accuracy", "acc", "sparse_categorical_accuracy")
@@ -116,14 +116,13 @@ class Sequential:
         if not self.built:
             raise ValueError("set_weights: the model is not built yet; give the first layer an "
                              "input_shape or call the model on data first")
+        if not isinstance(weights, (list, tuple)):
+            raise TypeError(f"set_weights expects a list of arrays, got {type(weights).__name__}")
         if len(weights) != len(self.weights):
             raise ValueError(f"set_weights expects {len(self.weights)} arrays, got {len(weights)}")
-        for i, (old, new) in enumerate(zip(self.weights, weights)):
-            if np.shape(new) != old.shape:
-                raise ValueError(
-                    f"set_weights: array {i} must have shape {old.shape}, got {np.shape(new)}"
-                )
-        for old, new in zip(self.weights, weights):
+        checked = [check_weight(new, old, f"set_weights: array {i}")
+                   for i, (old, new) in enumerate(zip(self.weights, weights))]
+        for old, new in zip(self.weights, checked):
             old[...] = new
 
     def count_params(self) -> int:
@@ -182,13 +181,13 @@ class Sequential:
             loss: ``"sparse_categorical_crossentropy"`` or a loss object.
             metrics: None or ``["accuracy"]``.
         """
+        if metrics is not None and not isinstance(metrics, (list, tuple)):
+            raise TypeError(f"metrics must be a list such as ['accuracy'], got {metrics!r}")
         metrics = list(metrics or [])
         for m in metrics:
-            if m not in METRICS:
-                raise ValueError(f"metrics may contain only {list(METRICS)}, got {m!r}")
-        self.optimizer = optimizers.get(optimizer)
-        self.loss = losses.get(loss)
-        self.metrics = metrics
+            validation.choice(m, "each of metrics", METRICS)
+        optimizer, loss = optimizers.get(optimizer), losses.get(loss)
+        self.optimizer, self.loss, self.metrics = optimizer, loss, metrics
 
     def fit(
         self,
@@ -224,13 +223,19 @@ class Sequential:
             weights were when each batch was seen (Keras's running means).
         """
         self._check_compiled("fit")
-        batch_size = _positive_int(batch_size, "batch_size")
-        epochs = _positive_int(epochs, "epochs")
-        if not 0 <= validation_split < 1:
-            raise ValueError(f"validation_split must be in [0, 1), got {validation_split!r}")
+        batch_size = validation.positive_int(batch_size, "batch_size")
+        epochs = validation.positive_int(epochs, "epochs")
+        validation.choice(verbose, "verbose", (0, 1, 2))
+        validation.fraction(validation_split, "validation_split")
+        validation.boolean(shuffle, "shuffle")
+        callbacks = list(callbacks or [])
+        for hook in callbacks:
+            if not isinstance(hook, Callback):
+                raise TypeError(f"callbacks must be tinynn.callbacks.Callback objects, "
+                                f"got {type(hook).__name__}")
         x, y = self._prepare(x, y, "x", "y")
         if validation_data is not None:
-            if len(validation_data) != 2:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("validation_data must be a pair (x_val, y_val)")
             x_val, y_val = self._prepare(
                 *validation_data, "validation_data[0]", "validation_data[1]"
@@ -250,7 +255,7 @@ class Sequential:
         n = len(x)
         steps = math.ceil(n / batch_size)
         history = History()
-        hooks: list[Callback] = [history, *(callbacks or [])]
+        hooks: list[Callback] = [history, *callbacks]
         if verbose:
             hooks.append(ProgbarLogger(verbose, steps, epochs))
         for hook in hooks:
@@ -307,7 +312,8 @@ class Sequential:
             ``[loss, accuracy]`` when compiled with ``metrics=["accuracy"]``, else the loss.
         """
         self._check_compiled("evaluate")
-        batch_size = _positive_int(batch_size, "batch_size")
+        batch_size = validation.positive_int(batch_size, "batch_size")
+        validation.choice(verbose, "verbose", (0, 1, 2))
         x, y = self._prepare(x, y, "x", "y")
         bar = ProgbarLogger(verbose, math.ceil(len(x) / batch_size), epochs=0) if verbose else None
         if bar:
@@ -335,7 +341,10 @@ class Sequential:
 
     def predict(self, x: np.ndarray, batch_size: int = 32, verbose: int = 0) -> np.ndarray:
         """The model's outputs for ``x`` (n, …), shape (n, c), computed ``batch_size`` at a time."""
-        batch_size = _positive_int(batch_size, "batch_size")
+        batch_size = validation.positive_int(batch_size, "batch_size")
+        validation.choice(verbose, "verbose", (0, 1, 2))
+        if not self.layers:
+            raise ValueError("predict(): the model has no layers")
         x = self._prepare_x(x, "x")
         bar = ProgbarLogger(verbose, math.ceil(len(x) / batch_size), epochs=0) if verbose else None
         if bar:
@@ -388,50 +397,45 @@ class Sequential:
 
     def _check_compiled(self, method: str) -> None:
         if self.optimizer is None or self.loss is None:
-            raise RuntimeError(f"call compile(optimizer, loss) before {method}()")
+            raise NotCompiledError(f"call compile(optimizer, loss) before {method}()")
         if not self.layers:
             raise ValueError(f"{method}(): the model has no layers")
 
     def _prepare_x(self, x, name: str) -> np.ndarray:
-        x = np.asarray(x)
-        if x.dtype.kind not in "biuf":
-            raise TypeError(f"{name} must hold numbers, got dtype {x.dtype}")
-        if x.ndim < 2 or len(x) == 0:
-            raise ValueError(f"{name} must have shape (samples, features…) with at least one "
-                             f"sample, got shape {x.shape}")
-        if self.built and x.shape[1:] != self.layers[0].input_shape:
-            raise ValueError(
-                f"{name} has samples of shape {x.shape[1:]}, but the model expects "
-                f"{self.layers[0].input_shape}"
-            )
-        return x.astype(np.float32, copy=False)
+        """Checked float32 inputs; a model built by them is built only once all checks pass."""
+        sample = self.layers[0].input_shape if self.layers else None
+        x = validation.inputs(x, name, sample)
+        if sample is None:
+            self._output_shape_for(x.shape[1:])  # raises if the layers cannot take x
+        return x
 
     def _prepare(self, x, y, x_name: str, y_name: str) -> tuple[np.ndarray, np.ndarray]:
         x = self._prepare_x(x, x_name)
-        y = np.asarray(y)
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = y[:, 0]
-        if y.ndim != 1 or len(y) != len(x):
-            raise ValueError(
-                f"{y_name} must be integer labels of shape ({len(x)},) to match {x_name}, "
-                f"got shape {y.shape}"
-            )
-        if y.dtype.kind == "f" and not np.all(np.mod(y, 1) == 0):
-            raise ValueError(f"{y_name} must be whole-number class labels, got non-integers")
-        if y.dtype.kind not in "iuf":
-            raise TypeError(f"{y_name} must be integer class labels, got dtype {y.dtype}")
+        classes = self._output_shape_for(x.shape[1:])[-1]
+        y = validation.labels(y, y_name, len(x), classes)
         if not self.built:
             self.build((None, *x.shape[1:]))
-        classes = self.output_shape[-1]
-        if y.min() < 0 or y.max() >= classes:
-            raise ValueError(
-                f"{y_name} must be class labels in [0, {classes}) for a model with {classes} "
-                f"outputs, got values from {y.min()} to {y.max()}"
-            )
-        return x, y.astype(np.intp)
+        return x, y
+
+    def _output_shape_for(self, sample_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape of one output for samples of ``sample_shape``, without building anything."""
+        shape = tuple(sample_shape)
+        for layer in self.layers:
+            if layer.built and layer.input_shape != shape:
+                raise ValueError(f"layer {layer.name!r} takes samples of shape "
+                                 f"{layer.input_shape}, but would get {shape}")
+            if isinstance(layer, Dense) and len(shape) != 1:
+                raise ValueError(f"layer {layer.name!r} (Dense) needs flat samples, but would "
+                                 f"get shape {shape}; add a Flatten layer first")
+            shape = layer.compute_output_shape(shape)
+        return shape
 
     def _as_result(self, logs: dict[str, float]) -> float | list[float]:
         return [logs["loss"], *(logs[m] for m in self.metrics)] if self.metrics else logs["loss"]
+
+
+class NotCompiledError(ValueError):
+    """A model was used for training or evaluation before ``compile``."""
 
 
 class _RunningMeans:

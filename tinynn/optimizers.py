@@ -11,23 +11,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from tinynn import validation
 from tinynn.backend import kernels
-
-
-def _positive_float(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    if not np.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
-
-
-def _unit_float(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    if not 0 <= value < 1:
-        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
-    return float(value)
 
 
 class Optimizer:
@@ -41,7 +26,7 @@ class Optimizer:
     slot_names: tuple[str, ...] = ()
 
     def __init__(self, learning_rate: float):
-        self.learning_rate = _positive_float(learning_rate, "learning_rate")
+        self.learning_rate = validation.positive_float(learning_rate, "learning_rate")
         self.iterations = 0
         self.slots: list[dict[str, np.ndarray]] | None = None
 
@@ -102,9 +87,9 @@ class Adam(Optimizer):
         epsilon: float = 1e-7,
     ):
         super().__init__(learning_rate)
-        self.beta_1 = _unit_float(beta_1, "beta_1")
-        self.beta_2 = _unit_float(beta_2, "beta_2")
-        self.epsilon = _positive_float(epsilon, "epsilon")
+        self.beta_1 = validation.fraction(beta_1, "beta_1")
+        self.beta_2 = validation.fraction(beta_2, "beta_2")
+        self.epsilon = validation.positive_float(epsilon, "epsilon")
 
     def _update(self, pairs):
         # float32 throughout, as Keras computes lr_t.
@@ -148,7 +133,7 @@ class SGD(Optimizer):
 
     def __init__(self, learning_rate: float = 0.01, momentum: float = 0.0):
         super().__init__(learning_rate)
-        self.momentum = _unit_float(momentum, "momentum")
+        self.momentum = validation.fraction(momentum, "momentum")
 
     def _update(self, pairs):
         update = kernels().sgd_update
