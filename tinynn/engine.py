@@ -102,8 +102,12 @@ class FusedTrainer:
         """x as compressed sparse rows, the form the first layer reads (made once per fit)."""
         return kernels()._sparse_rows(_rows_2d(x))
 
-    def run(self, x, y, order, batch_size: int, first: int, last: int) -> tuple[float, int, int]:
-        """Steps first … last − 1 on ``sparse_inputs(x)``; returns (loss sum, correct, seen)."""
+    def run(self, x, y, order, batch_size: int, first: int, last: int) -> tuple:
+        """Steps first … last − 1 on ``sparse_inputs(x)``.
+
+        Returns (loss sum, correct, seen, step stopped at, fault code): see
+        ``kernels.fused.train_steps``.
+        """
         opt = self.model.optimizer
         lr, b1, b2, eps = self.hyper
         result = _fused().train_steps(
@@ -112,7 +116,7 @@ class FusedTrainer:
             self.on_logits, self.softmax_formula, self.clip_epsilon,
             self.kind, lr, b1, b2, eps, opt.iterations,
         )  # fmt: skip
-        opt.iterations += last - first
+        opt.iterations += result[3] - first
         return result
 
 

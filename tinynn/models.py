@@ -11,7 +11,9 @@ One training step, the whole algorithm::
 
 from __future__ import annotations
 
+import enum
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -162,14 +164,59 @@ class Sequential:
         self.backward(self.loss.backward(), dy_wrt_logits=self.loss.used_output_logits)
         return loss
 
-    def _train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    def _train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray, int]:
+        """One step; returns (loss, outputs, how it ended: see ``Fault``)."""
         y_pred = self.forward(x)
-        loss = self.loss.forward(y, y_pred, self.layers[-1].logits).mean()
+        loss = float(self.loss.forward(y, y_pred, self.layers[-1].logits).mean())
+        if not np.isfinite(loss):
+            return loss, y_pred, Fault.LOSS  # no update from a broken loss
         self.backward(self.loss.backward(), dy_wrt_logits=self.loss.used_output_logits)
         self.optimizer.apply_gradients(
             (layer.grads[k], p) for layer in self.layers for k, p in layer.params.items()
         )
-        return float(loss), y_pred
+        finite = all(np.isfinite(w).all() for w in self.weights)
+        return loss, y_pred, Fault.NONE if finite else Fault.WEIGHTS
+
+    def _run_steps(self, trainer, x, y, order, batch_size: int, first: int, last: int,
+                   totals: _RunningMeans) -> tuple[int, int]:
+        """Steps first … last − 1 of an epoch, counted into ``totals``.
+
+        Returns (the step it stopped at, how: a ``Fault``); at a fault, the steps
+        before it are counted and the faulty step is not.
+        """
+        if trainer is not None:
+            loss_sum, correct, seen, stop, fault = trainer.run(x, y, order, batch_size,
+                                                               first, last)
+            if seen:
+                totals.add(loss_sum, correct, seen)
+            return stop, fault
+        for step in range(first, last):
+            idx = order[step * batch_size : (step + 1) * batch_size]
+            loss, y_pred, fault = self._train_step(x[idx], y[idx])
+            if fault:
+                return step, fault
+            totals.add_batch(loss, y_pred, y[idx])
+        return last, Fault.NONE
+
+    def _state(self) -> tuple:
+        """Copies of everything a step changes: weights, optimizer state and step count."""
+        opt = self.optimizer
+        slots = None if opt.slots is None else [
+            {k: a.copy() for k, a in s.items()} for s in opt.slots]
+        return self.get_weights(), slots, opt.iterations
+
+    def _restore(self, state: tuple) -> None:
+        weights, slots, iterations = state
+        for w, saved in zip(self.weights, weights):
+            w[...] = saved
+        opt = self.optimizer
+        if slots is None:
+            opt.slots = None
+        else:
+            for live, saved in zip(opt.slots, slots):
+                for k in live:
+                    live[k][...] = saved[k]
+        opt.iterations = iterations
 
     # ------------------------------------------------------------ Keras's API
 
@@ -267,26 +314,38 @@ class Sequential:
         # (as Keras's steps_per_execution does), or every step when a callback
         # of the user's asks for batches.
         fused_layers = engine.dense_layers(self)
-        if fused_layers:
-            trainer = engine.FusedTrainer(self, fused_layers)
-            x_sparse = trainer.sparse_inputs(x)
-            per_call = 1 if any(_wants_batches(hook) for hook in hooks) else 64
+        trainer = engine.FusedTrainer(self, fused_layers) if fused_layers else None
+        x_run = trainer.sparse_inputs(x) if trainer else x
+        per_call = 1 if any(_wants_batches(hook) for hook in hooks) else STEPS_PER_CALL
+        history.stopped_early = None
         for epoch in range(epochs):
             for hook in hooks:
                 hook.on_epoch_begin(epoch)
             order = generator().permutation(n) if shuffle else np.arange(n)
             totals = _RunningMeans(self.metrics)
-            for first in range(0, steps, per_call if fused_layers else 1):
-                if fused_layers:
-                    last = min(first + per_call, steps)
-                    logs = totals.add(*trainer.run(x_sparse, y, order, batch_size, first, last))
-                else:
-                    last = first + 1
-                    idx = order[first * batch_size : last * batch_size]
-                    loss, y_pred = self._train_step(x[idx], y[idx])
-                    logs = totals.add_batch(loss, y_pred, y[idx])
+            for first in range(0, steps, per_call):
+                last = min(first + per_call, steps)
+                # Kept so that a step that breaks the weights can be undone.
+                saved = self._state()
+                stop, fault = self._run_steps(trainer, x_run, y, order, batch_size, first, last,
+                                              totals)
+                if fault:
+                    if fault == Fault.WEIGHTS:
+                        # Back to the start of this call, then the good steps again
+                        # (they compute the same thing twice, bit for bit).
+                        self._restore(saved)
+                        self._run_steps(trainer, x_run, y, order, batch_size, first, stop,
+                                        _RunningMeans(self.metrics))
+                    history.stopped_early = _report_fault(epoch, stop, fault, verbose)
+                    break
                 for hook in hooks:
-                    hook.on_train_batch_end(last - 1, logs)
+                    hook.on_train_batch_end(last - 1, totals.logs())
+            logs = totals.logs()
+            if history.stopped_early:
+                if logs:
+                    for hook in hooks:
+                        hook.on_epoch_end(epoch, logs)
+                break
             if x_val is not None:
                 val = self._evaluate(x_val, y_val, batch_size)
                 logs.update({f"val_{k}": v for k, v in val.items()})
@@ -300,7 +359,12 @@ class Sequential:
         """One optimizer step on one batch; returns its loss (and accuracy, with metrics)."""
         self._check_compiled("train_on_batch")
         x, y = self._prepare(x, y, "x", "y")
-        loss, y_pred = self._train_step(x, y)
+        saved = self._state()
+        loss, y_pred, fault = self._train_step(x, y)
+        if fault == Fault.WEIGHTS:
+            self._restore(saved)
+        if fault:
+            _report_fault(None, 0, fault, verbose=0)
         return self._as_result(_RunningMeans(self.metrics).add_batch(loss, y_pred, y))
 
     def evaluate(
@@ -434,6 +498,36 @@ class Sequential:
         return [logs["loss"], *(logs[m] for m in self.metrics)] if self.metrics else logs["loss"]
 
 
+#: Compiled steps per call in fit, between the callbacks' batch hooks and the
+#: snapshots a broken step rolls back to.
+STEPS_PER_CALL = 64
+
+
+class Fault(enum.IntEnum):
+    """How a run of training steps ended (the codes of ``kernels.fused``)."""
+
+    NONE = 0  # every step ran
+    LOSS = 1  # a step's loss was NaN or infinite; it was not applied
+    WEIGHTS = 2  # a step's update made a weight NaN or infinite; it is undone
+
+
+def _report_fault(epoch: int | None, step: int, fault: Fault, verbose: int) -> dict:
+    """Warn that training stopped (Keras's TerminateOnNaN, on by default), and say where."""
+    where = f"epoch {epoch + 1}, step {step + 1}" if epoch is not None else "this batch"
+    what = ("the loss was not finite (NaN or inf)" if fault == Fault.LOSS else
+            "the update made some weights non-finite (NaN or inf)")
+    message = (f"training stopped at {where}: {what}. The weights are those from before "
+               f"that step. Look for inputs with extreme values, or lower the learning rate.")
+    if verbose:
+        print(message)
+    warnings.warn(message, NonFiniteWarning, stacklevel=3)
+    return {"epoch": epoch, "step": step, "reason": fault.name.lower()}
+
+
+class NonFiniteWarning(RuntimeWarning):
+    """Training stopped because a loss or a weight stopped being a finite number."""
+
+
 class NotCompiledError(ValueError):
     """A model was used for training or evaluation before ``compile``."""
 
@@ -452,6 +546,12 @@ class _RunningMeans:
         self.seen += n
         self.loss_sum += loss_sum
         self.correct += correct
+        return self.logs()
+
+    def logs(self) -> dict[str, float]:
+        """The means so far ({} before any sample)."""
+        if not self.seen:
+            return {}
         logs = {"loss": self.loss_sum / self.seen}
         logs.update({m: self.correct / self.seen for m in self.metrics})
         return logs

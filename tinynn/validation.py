@@ -79,8 +79,9 @@ def inputs(x: object, name: str, sample_shape: tuple[int, ...] | None) -> np.nda
     x = x.astype(np.float32, copy=False)
     if not np.isfinite(x).all():
         bad = np.argwhere(~np.isfinite(x))[0]
-        raise ValueError(f"{name} must be finite (as float32), but {name}[{', '.join(map(str, bad))}]"
-                         f" is {x[tuple(bad)]}")
+        where = ", ".join(map(str, bad))
+        raise ValueError(f"{name} must be finite (as float32), but {name}[{where}] is "
+                         f"{x[tuple(bad)]}")
     return x
 
 

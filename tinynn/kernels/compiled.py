@@ -425,28 +425,34 @@ def sparse_categorical_accuracy(outputs, labels):
 
 @njit
 def _adam(w, g, m, v, lr_t, beta_1, beta_2, epsilon):
-    """One Adam step over flat arrays, in place, in the dtype of w.
+    """One Adam step over flat arrays, in place, in the dtype of w; False if any w is not finite.
 
     As Keras: 1 − β is computed in double precision, then rounded to w's dtype.
     """
     f = w.dtype.type
     lr_t, c1, c2, epsilon = f(lr_t), f(1.0 - beta_1), f(1.0 - beta_2), f(epsilon)
     flush, zero = f(FLUSH), f(0)
+    bad = 0
     for i in range(w.size):
         mi = m[i] + (g[i] - m[i]) * c1
         vi = v[i] + (g[i] * g[i] - v[i]) * c2
         m[i] = mi if abs(mi) >= flush else zero
         v[i] = vi if vi >= flush else zero
         w[i] -= lr_t * m[i] / (np.sqrt(v[i]) + epsilon)
+        bad += not np.isfinite(w[i])
+    return bad == 0
 
 
 @njit
 def _sgd(w, g, velocity, lr, momentum):
-    """One SGD step over flat arrays, in place, in the dtype of w."""
+    """One SGD step over flat arrays, in place, in the dtype of w; False if any w is not finite."""
     lr, momentum = w.dtype.type(lr), w.dtype.type(momentum)
+    bad = 0
     for i in range(w.size):
         velocity[i] = momentum * velocity[i] - lr * g[i]
         w[i] += velocity[i]
+        bad += not np.isfinite(w[i])
+    return bad == 0
 
 
 @njit

@@ -37,25 +37,27 @@ from tinynn.kernels.compiled import (
 )
 
 ADAM, SGD = 0, 1
+#: How train_steps ended: all steps run, or stopped at a step whose loss was not
+#: finite (weights untouched by that step), or whose update made a weight non-finite.
+FINISHED, LOSS_NOT_FINITE, WEIGHTS_NOT_FINITE = 0, 1, 2
 
 #: Numba's disk cache notices changes to this file only, not to the kernels it
 #: calls from ``compiled.py``. This stamp, the start of compiled.py's SHA-256
 #: (checked by tests/test_kernels.py), changes whenever compiled.py does, and so
 #: keeps a stale compiled step from being loaded.
-COMPILED_SOURCE_STAMP = "3ee9d8b15470f7f6"
+COMPILED_SOURCE_STAMP = "31a39d9a43c245da"
 
 
 @njit
 def _step_update(w, g, s1, s2, optimizer, lr, beta_1, beta_2, epsilon, t):
-    """Update one parameter by Adam (step t) or by SGD with momentum beta_1."""
+    """Update a parameter by Adam (step t) or SGD (momentum beta_1); False if w is not finite."""
     w, g, s1, s2 = w.reshape(-1), g.reshape(-1), s1.reshape(-1), s2.reshape(-1)
     if optimizer == ADAM:
         # In float32, as Keras computes lr_t.
         f, t = np.float32, np.float32(t)
         lr_t = f(lr) * np.sqrt(f(1) - f(beta_2) ** t) / (f(1) - f(beta_1) ** t)
-        _adam(w, g, s1, s2, lr_t, beta_1, beta_2, epsilon)
-    else:
-        _sgd(w, g, s1, lr, beta_1)
+        return _adam(w, g, s1, s2, lr_t, beta_1, beta_2, epsilon)
+    return _sgd(w, g, s1, lr, beta_1)
 
 
 @njit
@@ -93,7 +95,11 @@ def train_steps(x, y, order, batch_size, first_step, last_step,
         iterations: optimizer steps taken before this call.
 
     Returns:
-        (sum of per-sample losses, number classified right, samples seen).
+        (sum of per-sample losses, number classified right, samples seen, the step
+        it stopped at, how it ended): FINISHED after last_step − 1; or stopped at a
+        step whose loss was not finite, before its update; or at a step whose update
+        made a weight non-finite (that step's weights are then partly updated: the
+        caller restores them). The sums count only the steps before the stop.
     """
     n_layers = len(Ws)
     zs = [np.empty((batch_size, W.shape[1]), np.float32) for W in Ws]
@@ -119,13 +125,15 @@ def train_steps(x, y, order, batch_size, first_step, last_step,
             losses = _softmax_cross_entropy(out, y, rows, grad)
         else:
             losses = _probability_cross_entropy(out, y, rows, clip_epsilon, grad)
-        loss_sum += losses.astype(np.float32).mean() * n
-        correct += _correct(out, y, rows)
-        seen += n
+        batch_loss = losses.astype(np.float32).mean()
+        if not np.isfinite(batch_loss):
+            return loss_sum + 0 * touched, correct, seen, step, LOSS_NOT_FINITE
+        batch_correct = _correct(out, y, rows)
 
         # Backward, layer by layer; each layer's update follows its gradients
         # (its input gradient is already computed with the old weights).
         t = iterations + step - first_step + 1
+        finite = True
         for layer in range(last, -1, -1):
             dz = dAs[layer][:n]
             if not (layer == last and on_logits):
@@ -135,12 +143,17 @@ def train_steps(x, y, order, batch_size, first_step, last_step,
                 _input_grads(dz, Ws[layer], dAs[layer - 1][:n])
             else:
                 _sparse_weight_grads(*x, rows, dz, dWs[layer], dbs[layer])
-            _step_update(Ws[layer], dWs[layer], s1W[layer], s2W[layer],
-                         optimizer, lr, beta_1, beta_2, epsilon, t)
+            finite &= _step_update(Ws[layer], dWs[layer], s1W[layer], s2W[layer],
+                                   optimizer, lr, beta_1, beta_2, epsilon, t)
             if len(bs[layer]):
-                _step_update(bs[layer], dbs[layer], s1b[layer], s2b[layer],
-                             optimizer, lr, beta_1, beta_2, epsilon, t)
-    return loss_sum + 0 * touched, correct, seen
+                finite &= _step_update(bs[layer], dbs[layer], s1b[layer], s2b[layer],
+                                       optimizer, lr, beta_1, beta_2, epsilon, t)
+        if not finite:
+            return loss_sum + 0 * touched, correct, seen, step, WEIGHTS_NOT_FINITE
+        loss_sum += batch_loss * n
+        correct += batch_correct
+        seen += n
+    return loss_sum + 0 * touched, correct, seen, last_step, FINISHED
 
 
 @njit
