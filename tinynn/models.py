@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tinynn import engine, losses, optimizers, validation
+from tinynn import engine, losses, optimizers, saving, validation
 from tinynn.activations import KEEPS_LOGITS
 from tinynn.backend import kernels
 from tinynn.callbacks import Callback, History, ProgbarLogger
@@ -189,7 +189,7 @@ class Sequential:
                                                                first, last)
             if seen:
                 totals.add(loss_sum, correct, seen)
-            return stop, fault
+            return stop, Fault(fault)
         for step in range(first, last):
             idx = order[step * batch_size : (step + 1) * batch_size]
             loss, y_pred, fault = self._train_step(x[idx], y[idx])
@@ -289,7 +289,7 @@ class Sequential:
             )
         elif validation_split > 0:
             # Keras takes the *last* samples, before any shuffling.
-            cut = int(len(x) * (1 - validation_split))
+            cut = math.ceil(len(x) * (1 - validation_split))
             if cut == 0 or cut == len(x):
                 raise ValueError(
                     f"validation_split={validation_split} leaves no samples for "
@@ -425,6 +425,18 @@ class Sequential:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """``model(x)``: the outputs for one batch, like ``predict`` without batching."""
         return self.forward(self._prepare_x(x, "x"))
+
+    def save(self, path) -> None:
+        """Write architecture, compile settings, weights and optimizer state (``tinynn.saving``)."""
+        saving.save_model(self, path)
+
+    def save_weights(self, path) -> None:
+        """Write the weights alone (``tinynn.saving``)."""
+        saving.save_weights(self, path)
+
+    def load_weights(self, path) -> None:
+        """Set the weights from a ``save_weights`` file; nothing changes if it does not fit."""
+        saving.load_weights(self, path)
 
     def summary(self, print_fn=print) -> None:
         """Print each layer's name, type, output shape and parameter count, then the totals."""
@@ -578,3 +590,8 @@ def _bytes(n: int) -> str:
             return f"{n:.2f} {unit}"
         n /= 1024
     return ""
+
+
+def load_model(path) -> Sequential:
+    """A model from a ``save`` file: compiled, with its weights and optimizer state."""
+    return saving.load_model(path)

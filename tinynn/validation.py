@@ -76,7 +76,8 @@ def inputs(x: object, name: str, sample_shape: tuple[int, ...] | None) -> np.nda
     if sample_shape is not None and x.shape[1:] != tuple(sample_shape):
         raise ValueError(f"{name} has samples of shape {x.shape[1:]}, but the model expects "
                          f"{tuple(sample_shape)}")
-    x = x.astype(np.float32, copy=False)
+    with np.errstate(over="ignore"):  # too large for float32 becomes inf, refused just below
+        x = x.astype(np.float32, copy=False)
     if not np.isfinite(x).all():
         bad = np.argwhere(~np.isfinite(x))[0]
         where = ", ".join(map(str, bad))

@@ -31,6 +31,7 @@ import numpy as np
 #: "nnan"/"ninf" (NaN checks would fold away), "afn" (may approximate exp and
 #: log) and "arcp" (x / y as x · (1/y), which together with "contract" turns
 #: softmax − onehot = 0 into a rounding residue that Adam then scales up).
+#: Even so, "reassoc" lets LLVM fold np.isfinite to True: use ``_finite``.
 FASTMATH = {"nsz", "contract", "reassoc"}
 #: One set of options for every kernel.
 JIT = {"cache": True, "error_model": "numpy", "fastmath": FASTMATH, "nogil": True}
@@ -424,6 +425,13 @@ def sparse_categorical_accuracy(outputs, labels):
 
 
 @njit
+def _finite(value):
+    """Neither NaN nor ±inf. (np.isfinite can be folded to True under "reassoc";
+    an ordered comparison with inf cannot.)"""
+    return abs(value) < np.inf
+
+
+@njit
 def _adam(w, g, m, v, lr_t, beta_1, beta_2, epsilon):
     """One Adam step over flat arrays, in place, in the dtype of w; False if any w is not finite.
 
@@ -439,7 +447,7 @@ def _adam(w, g, m, v, lr_t, beta_1, beta_2, epsilon):
         m[i] = mi if abs(mi) >= flush else zero
         v[i] = vi if vi >= flush else zero
         w[i] -= lr_t * m[i] / (np.sqrt(v[i]) + epsilon)
-        bad += not np.isfinite(w[i])
+        bad += not _finite(w[i])
     return bad == 0
 
 
@@ -451,7 +459,7 @@ def _sgd(w, g, velocity, lr, momentum):
     for i in range(w.size):
         velocity[i] = momentum * velocity[i] - lr * g[i]
         w[i] += velocity[i]
-        bad += not np.isfinite(w[i])
+        bad += not _finite(w[i])
     return bad == 0
 
 

@@ -24,6 +24,7 @@ from tinynn.kernels.compiled import (
     _affine,
     _compact,
     _correct,
+    _finite,
     _input_grads,
     _probability_cross_entropy,
     _sgd,
@@ -45,7 +46,7 @@ FINISHED, LOSS_NOT_FINITE, WEIGHTS_NOT_FINITE = 0, 1, 2
 #: calls from ``compiled.py``. This stamp, the start of compiled.py's SHA-256
 #: (checked by tests/test_kernels.py), changes whenever compiled.py does, and so
 #: keeps a stale compiled step from being loaded.
-COMPILED_SOURCE_STAMP = "31a39d9a43c245da"
+COMPILED_SOURCE_STAMP = "095f2d11adb14cf3"
 
 
 @njit
@@ -126,7 +127,7 @@ def train_steps(x, y, order, batch_size, first_step, last_step,
         else:
             losses = _probability_cross_entropy(out, y, rows, clip_epsilon, grad)
         batch_loss = losses.astype(np.float32).mean()
-        if not np.isfinite(batch_loss):
+        if not _finite(batch_loss):
             return loss_sum + 0 * touched, correct, seen, step, LOSS_NOT_FINITE
         batch_correct = _correct(out, y, rows)
 
