@@ -440,27 +440,27 @@ def _adam(w, g, m, v, lr_t, beta_1, beta_2, epsilon):
     f = w.dtype.type
     lr_t, c1, c2, epsilon = f(lr_t), f(1.0 - beta_1), f(1.0 - beta_2), f(epsilon)
     flush, zero = f(FLUSH), f(0)
-    bad = 0
+    check = zero
     for i in range(w.size):
         mi = m[i] + (g[i] - m[i]) * c1
         vi = v[i] + (g[i] * g[i] - v[i]) * c2
         m[i] = mi if abs(mi) >= flush else zero
         v[i] = vi if vi >= flush else zero
         w[i] -= lr_t * m[i] / (np.sqrt(v[i]) + epsilon)
-        bad += not _finite(w[i])
-    return bad == 0
+        check += w[i] * zero  # stays 0 unless some w is NaN or ±inf (then NaN)
+    return check == zero
 
 
 @njit
 def _sgd(w, g, velocity, lr, momentum):
     """One SGD step over flat arrays, in place, in the dtype of w; False if any w is not finite."""
-    lr, momentum = w.dtype.type(lr), w.dtype.type(momentum)
-    bad = 0
+    lr, momentum, zero = w.dtype.type(lr), w.dtype.type(momentum), w.dtype.type(0)
+    check = zero
     for i in range(w.size):
         velocity[i] = momentum * velocity[i] - lr * g[i]
         w[i] += velocity[i]
-        bad += not _finite(w[i])
-    return bad == 0
+        check += w[i] * zero  # as in _adam
+    return check == zero
 
 
 @njit

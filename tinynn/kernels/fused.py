@@ -46,7 +46,7 @@ FINISHED, LOSS_NOT_FINITE, WEIGHTS_NOT_FINITE = 0, 1, 2
 #: calls from ``compiled.py``. This stamp, the start of compiled.py's SHA-256
 #: (checked by tests/test_kernels.py), changes whenever compiled.py does, and so
 #: keeps a stale compiled step from being loaded.
-COMPILED_SOURCE_STAMP = "095f2d11adb14cf3"
+COMPILED_SOURCE_STAMP = "8543b69c00f6b7ba"
 
 
 @njit
