@@ -120,8 +120,10 @@ class FusedTrainer:
         return result
 
 
-def forward_all(layers: list[Dense], x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(z of the last layer, outputs) for every row of x, shape (n, c) each.
+def forward_all(layers: list[Dense], x: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(z of the last layer, outputs, whether x was all finite) for every row of x.
+
+    z and outputs have shape (n, c).
 
     Rows are independent, so large inputs are split between threads (one per
     core): each runs the compiled kernel, which releases the GIL, on its own
@@ -135,14 +137,12 @@ def forward_all(layers: list[Dense], x: np.ndarray) -> tuple[np.ndarray, np.ndar
     workers = min(os.cpu_count() or 1, max(1, n // MIN_ROWS_PER_THREAD))
     bounds = np.linspace(0, n, workers + 1).astype(int)
 
-    def work(i: int) -> None:
-        fused.forward_rows(x, int(bounds[i]), int(bounds[i + 1]), Ws, bs, codes, out_z, out_a)
+    def work(i: int) -> bool:
+        return fused.forward_rows(x, int(bounds[i]), int(bounds[i + 1]), Ws, bs, codes,
+                                  out_z, out_a)
 
-    if workers == 1:
-        work(0)
-    else:
-        list(_pool().map(work, range(workers)))
-    return out_z, out_a
+    finite = work(0) if workers == 1 else all(_pool().map(work, range(workers)))
+    return out_z, out_a, finite
 
 
 @functools.cache

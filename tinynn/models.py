@@ -392,7 +392,7 @@ class Sequential:
         fused_layers = engine.dense_layers(self)
         if fused_layers:
             # Every row's loss at once: the same mean as batch by batch.
-            z, y_pred = engine.forward_all(fused_layers, x)
+            z, y_pred, _ = engine.forward_all(fused_layers, x)  # x is checked already
             logits = z if fused_layers[-1].activation in KEEPS_LOGITS else None
             losses = self.loss.forward(y, y_pred, logits)
             return totals.add(float(losses.sum()), _correct(y_pred, y), len(y))
@@ -409,13 +409,16 @@ class Sequential:
         validation.choice(verbose, "verbose", (0, 1, 2))
         if not self.layers:
             raise ValueError("predict(): the model has no layers")
-        x = self._prepare_x(x, "x")
+        fused_layers = engine.dense_layers(self)
+        x = self._prepare_x(x, "x", check_finite=not fused_layers)
         bar = ProgbarLogger(verbose, math.ceil(len(x) / batch_size), epochs=0) if verbose else None
         if bar:
             bar.on_epoch_begin(0)
-        fused_layers = engine.dense_layers(self)
         if fused_layers:
-            out = [engine.forward_all(fused_layers, x)[1]]
+            _, outputs, finite = engine.forward_all(fused_layers, x)
+            if not finite:
+                validation.inputs(x, "x", None)  # raises, saying where
+            out = [outputs]
         else:
             out = [self.forward(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
         if bar:
@@ -477,10 +480,10 @@ class Sequential:
         if not self.layers:
             raise ValueError(f"{method}(): the model has no layers")
 
-    def _prepare_x(self, x, name: str) -> np.ndarray:
+    def _prepare_x(self, x, name: str, check_finite: bool = True) -> np.ndarray:
         """Checked float32 inputs; a model built by them is built only once all checks pass."""
         sample = self.layers[0].input_shape if self.layers else None
-        x = validation.inputs(x, name, sample)
+        x = validation.inputs(x, name, sample, check_finite)
         if sample is None:
             self._output_shape_for(x.shape[1:])  # raises if the layers cannot take x
         return x

@@ -62,8 +62,13 @@ def choice(value: object, name: str, options: Sequence) -> object:
     return value
 
 
-def inputs(x: object, name: str, sample_shape: tuple[int, ...] | None) -> np.ndarray:
-    """A batch of inputs as float32: numeric, at least one sample, all finite, the right shape."""
+def inputs(x: object, name: str, sample_shape: tuple[int, ...] | None,
+           check_finite: bool = True) -> np.ndarray:
+    """A batch of inputs as float32: numeric, at least one sample, all finite, the right shape.
+
+    ``check_finite=False`` leaves the NaN/inf check to a caller that makes it
+    on the way (the compiled predict does, in its single pass over x).
+    """
     try:
         x = np.asarray(x)
     except (ValueError, TypeError) as e:  # ragged nested lists
@@ -78,7 +83,7 @@ def inputs(x: object, name: str, sample_shape: tuple[int, ...] | None) -> np.nda
                          f"{tuple(sample_shape)}")
     with np.errstate(over="ignore"):  # too large for float32 becomes inf, refused just below
         x = x.astype(np.float32, copy=False)
-    if not np.isfinite(x).all():
+    if check_finite and not np.isfinite(x).all():
         bad = np.argwhere(~np.isfinite(x))[0]
         where = ", ".join(map(str, bad))
         raise ValueError(f"{name} must be finite (as float32), but {name}[{where}] is "

@@ -164,6 +164,8 @@ def forward_rows(x, first, last, Ws, bs, codes, out_z, out_a):
     Each row's non-zeros are compacted before the first layer, so that layer
     does the work of a sparse product without a sparse copy of x. Rows are
     independent, and the kernel releases the GIL, so threads can share the rows.
+    Returns whether every input was finite (checked here, while each row is in
+    cache, rather than in a separate pass over x).
     """
     chunk = 64
     k = x.shape[1]
@@ -173,9 +175,12 @@ def forward_rows(x, first, last, Ws, bs, codes, out_z, out_a):
     As = [np.empty((chunk, W.shape[1]), np.float32) for W in Ws]
     identity = np.arange(chunk)
     last_layer = len(Ws) - 1
+    check, zero = np.float32(0), np.float32(0)
     for start in range(first, last, chunk):
         n = min(chunk, last - start)
         for r in range(n):
+            for i in range(k):
+                check += x[start + r, i] * zero  # NaN from here on if any input is NaN or ±inf
             count = _compact(x[start + r], indices, values)
             _sparse_row_affine(indices, values, 0, count, Ws[0], bs[0], zs[0][r])
         _activate(zs[0][:n], As[0][:n], codes[0])
@@ -184,3 +189,4 @@ def forward_rows(x, first, last, Ws, bs, codes, out_z, out_a):
             _activate(zs[layer][:n], As[layer][:n], codes[layer])
         out_z[start : start + n] = zs[last_layer][:n]
         out_a[start : start + n] = As[last_layer][:n]
+    return check == zero
