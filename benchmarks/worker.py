@@ -53,57 +53,13 @@ def median_seconds(fn, repeat: int) -> float:
     return float(np.median(times))
 
 
-class Tinynn:
-    def __init__(self, backend: str, layers, seed: int):
-        import tinynn
-
-        self.tinynn = tinynn
-        tinynn.set_backend(backend)
-        tinynn.utils.set_random_seed(seed)
-        stack = [tinynn.layers.Dense(units, activation=act) for units, act in layers]
-        stack[0] = tinynn.layers.Dense(layers[0][0], activation=layers[0][1], input_shape=(784,))
-        self.model = tinynn.Sequential(stack)
-        self.model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
-                           metrics=["accuracy"])
+class KerasStyle:
+    """fit / evaluate / predict for the two frameworks with Keras's API (tinynn and Keras)."""
 
     def fit(self, x, y, epochs, batch_size):
         times = []
 
-        class Timer(self.tinynn.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                self.start = time.perf_counter()
-
-            def on_epoch_end(self, epoch, logs=None):
-                times.append(time.perf_counter() - self.start)
-
-        self.model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0,
-                       callbacks=[Timer()])
-        return times
-
-    def evaluate(self, x, y):
-        return self.model.evaluate(x, y, verbose=0)
-
-    def predict(self, x, batch_size):
-        return self.model.predict(x, batch_size=batch_size)
-
-
-class Keras:
-    def __init__(self, layers, seed: int):
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        import keras
-
-        self.keras = keras
-        keras.utils.set_random_seed(seed)
-        self.model = keras.Sequential(
-            [keras.Input((784,))] + [keras.layers.Dense(u, activation=a) for u, a in layers]
-        )
-        self.model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
-                           metrics=["accuracy"])
-
-    def fit(self, x, y, epochs, batch_size):
-        times = []
-
-        class Timer(self.keras.callbacks.Callback):
+        class Timer(self.callback_base):
             def on_epoch_begin(self, epoch, logs=None):
                 self.start = time.perf_counter()
 
@@ -119,6 +75,34 @@ class Keras:
 
     def predict(self, x, batch_size):
         return self.model.predict(x, batch_size=batch_size, verbose=0)
+
+
+class Tinynn(KerasStyle):
+    def __init__(self, backend: str, layers, seed: int):
+        import tinynn
+
+        tinynn.set_backend(backend)
+        tinynn.utils.set_random_seed(seed)
+        stack = [tinynn.layers.Dense(units, activation=act) for units, act in layers]
+        stack[0] = tinynn.layers.Dense(layers[0][0], activation=layers[0][1], input_shape=(784,))
+        self.model = tinynn.Sequential(stack)
+        self.model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+                           metrics=["accuracy"])
+        self.callback_base = tinynn.callbacks.Callback
+
+
+class Keras(KerasStyle):
+    def __init__(self, layers, seed: int):
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import keras
+
+        keras.utils.set_random_seed(seed)
+        self.model = keras.Sequential(
+            [keras.Input((784,))] + [keras.layers.Dense(u, activation=a) for u, a in layers]
+        )
+        self.model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+                           metrics=["accuracy"])
+        self.callback_base = keras.callbacks.Callback
 
 
 class Torch:
