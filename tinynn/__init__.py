@@ -7,7 +7,8 @@
     model.fit(x_train, y_train, epochs=5)
 
 Read it in this order: ``kernels/reference.py`` (the math), ``layers.py``,
-``losses.py``, ``optimizers.py``, ``models.py`` (the training loop), ``gradcheck.py``.
+``losses.py``, ``optimizers.py``, ``models.py`` (the training loop), ``gradcheck.py``;
+then ``validation.py``, ``training.py`` and ``saving.py`` for what happens when things go wrong.
 """
 
 from tinynn import (
@@ -20,7 +21,9 @@ from tinynn import (
     metrics,
     models,
     optimizers,
+    saving,
     utils,
+    validation,
 )
 from tinynn.backend import get_backend, set_backend
 from tinynn.gradcheck import gradcheck
@@ -41,6 +44,8 @@ __all__ = [
     "metrics",
     "models",
     "optimizers",
+    "saving",
     "set_backend",
     "utils",
+    "validation",
 ]

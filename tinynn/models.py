@@ -11,19 +11,28 @@ One training step, the whole algorithm::
 
 from __future__ import annotations
 
-import enum
 import math
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
 
 from tinynn import engine, losses, optimizers, saving, validation
 from tinynn.activations import KEEPS_LOGITS
-from tinynn.backend import kernels
 from tinynn.callbacks import Callback, History, ProgbarLogger
 from tinynn.layers import Dense, Layer, _unique_name, check_weight
+from tinynn.training import (
+    STEPS_PER_CALL,
+    Fault,
+    NonFiniteWarning,
+    NotCompiledError,
+    RunningMeans,
+    correct_count,
+    report_fault,
+    wants_batches,
+)
 from tinynn.utils import generator
+
+__all__ = ["NonFiniteWarning", "NotCompiledError", "Sequential", "load_model"]
 
 METRICS = ("accuracy", "acc", "sparse_categorical_accuracy")
 
@@ -178,7 +187,7 @@ class Sequential:
         return loss, y_pred, Fault.NONE if finite else Fault.WEIGHTS
 
     def _run_steps(self, trainer, x, y, order, batch_size: int, first: int, last: int,
-                   totals: _RunningMeans) -> tuple[int, int]:
+                   totals: RunningMeans) -> tuple[int, int]:
         """Steps first … last − 1 of an epoch, counted into ``totals``.
 
         Returns (the step it stopped at, how: a ``Fault``); at a fault, the steps
@@ -316,13 +325,13 @@ class Sequential:
         fused_layers = engine.dense_layers(self)
         trainer = engine.FusedTrainer(self, fused_layers) if fused_layers else None
         x_run = trainer.sparse_inputs(x) if trainer else x
-        per_call = 1 if any(_wants_batches(hook) for hook in hooks) else STEPS_PER_CALL
+        per_call = 1 if any(wants_batches(hook) for hook in hooks) else STEPS_PER_CALL
         history.stopped_early = None
         for epoch in range(epochs):
             for hook in hooks:
                 hook.on_epoch_begin(epoch)
             order = generator().permutation(n) if shuffle else np.arange(n)
-            totals = _RunningMeans(self.metrics)
+            totals = RunningMeans(self.metrics)
             for first in range(0, steps, per_call):
                 last = min(first + per_call, steps)
                 # Kept so that a step that breaks the weights can be undone.
@@ -335,8 +344,8 @@ class Sequential:
                         # (they compute the same thing twice, bit for bit).
                         self._restore(saved)
                         self._run_steps(trainer, x_run, y, order, batch_size, first, stop,
-                                        _RunningMeans(self.metrics))
-                    history.stopped_early = _report_fault(epoch, stop, fault, verbose)
+                                        RunningMeans(self.metrics))
+                    history.stopped_early = report_fault(epoch, stop, fault, verbose)
                     break
                 for hook in hooks:
                     hook.on_train_batch_end(last - 1, totals.logs())
@@ -364,8 +373,8 @@ class Sequential:
         if fault == Fault.WEIGHTS:
             self._restore(saved)
         if fault:
-            _report_fault(None, 0, fault, verbose=0)
-        return self._as_result(_RunningMeans(self.metrics).add_batch(loss, y_pred, y))
+            report_fault(None, 0, fault, verbose=0)
+        return self._as_result(RunningMeans(self.metrics).add_batch(loss, y_pred, y))
 
     def evaluate(
         self, x: np.ndarray, y: np.ndarray, batch_size: int = 32, verbose: int = 1
@@ -388,14 +397,14 @@ class Sequential:
         return self._as_result(logs)
 
     def _evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int) -> dict[str, float]:
-        totals = _RunningMeans(self.metrics)
+        totals = RunningMeans(self.metrics)
         fused_layers = engine.dense_layers(self)
         if fused_layers:
             # Every row's loss at once: the same mean as batch by batch.
             z, y_pred, _ = engine.forward_all(fused_layers, x)  # x is checked already
             logits = z if fused_layers[-1].activation in KEEPS_LOGITS else None
             losses = self.loss.forward(y, y_pred, logits)
-            return totals.add(float(losses.sum()), _correct(y_pred, y), len(y))
+            return totals.add(float(losses.sum()), correct_count(y_pred, y), len(y))
         for start in range(0, len(x), batch_size):
             xb, yb = x[start : start + batch_size], y[start : start + batch_size]
             y_pred = self.forward(xb)
@@ -511,80 +520,6 @@ class Sequential:
 
     def _as_result(self, logs: dict[str, float]) -> float | list[float]:
         return [logs["loss"], *(logs[m] for m in self.metrics)] if self.metrics else logs["loss"]
-
-
-#: Compiled steps per call in fit, between the callbacks' batch hooks and the
-#: snapshots a broken step rolls back to.
-STEPS_PER_CALL = 64
-
-
-class Fault(enum.IntEnum):
-    """How a run of training steps ended (the codes of ``kernels.fused``)."""
-
-    NONE = 0  # every step ran
-    LOSS = 1  # a step's loss was NaN or infinite; it was not applied
-    WEIGHTS = 2  # a step's update made a weight NaN or infinite; it is undone
-
-
-def _report_fault(epoch: int | None, step: int, fault: Fault, verbose: int) -> dict:
-    """Warn that training stopped (Keras's TerminateOnNaN, on by default), and say where."""
-    where = f"epoch {epoch + 1}, step {step + 1}" if epoch is not None else "this batch"
-    what = ("the loss was not finite (NaN or inf)" if fault == Fault.LOSS else
-            "the update made some weights non-finite (NaN or inf)")
-    message = (f"training stopped at {where}: {what}. The weights are those from before "
-               f"that step. Look for inputs with extreme values, or lower the learning rate.")
-    if verbose:
-        print(message)
-    warnings.warn(message, NonFiniteWarning, stacklevel=3)
-    return {"epoch": epoch, "step": step, "reason": fault.name.lower()}
-
-
-class NonFiniteWarning(RuntimeWarning):
-    """Training stopped because a loss or a weight stopped being a finite number."""
-
-
-class NotCompiledError(ValueError):
-    """A model was used for training or evaluation before ``compile``."""
-
-
-class _RunningMeans:
-    """Keras's per-epoch numbers: sample-weighted means of the batch loss and accuracy."""
-
-    def __init__(self, metrics: list[str]):
-        self.metrics = metrics
-        self.seen = 0
-        self.loss_sum = 0.0
-        self.correct = 0
-
-    def add(self, loss_sum: float, correct: int, n: int) -> dict[str, float]:
-        """Count n more samples, with their summed loss and how many were right."""
-        self.seen += n
-        self.loss_sum += loss_sum
-        self.correct += correct
-        return self.logs()
-
-    def logs(self) -> dict[str, float]:
-        """The means so far ({} before any sample)."""
-        if not self.seen:
-            return {}
-        logs = {"loss": self.loss_sum / self.seen}
-        logs.update({m: self.correct / self.seen for m in self.metrics})
-        return logs
-
-    def add_batch(self, loss: float, y_pred: np.ndarray, y: np.ndarray) -> dict[str, float]:
-        """Count one batch of mean loss ``loss``, outputs ``y_pred`` (n, c) and labels ``y``."""
-        return self.add(loss * len(y), _correct(y_pred, y), len(y))
-
-
-def _correct(y_pred: np.ndarray, y: np.ndarray) -> int:
-    return int(kernels().sparse_categorical_accuracy(y_pred, y).sum())
-
-
-def _wants_batches(hook: Callback) -> bool:
-    """Whether a callback does something per batch (beyond tinynn's own progress bar)."""
-    if isinstance(hook, ProgbarLogger):
-        return False
-    return type(hook).on_train_batch_end is not Callback.on_train_batch_end
 
 
 def _bytes(n: int) -> str:
