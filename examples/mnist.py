@@ -103,7 +103,10 @@ def main(argv=None) -> dict:
     class_names = getattr(dataset, "CLASS_NAMES", None)
 
     # Load and describe the data.
-    (x_train, y_train), (x_test, y_test) = dataset.load_data(args.data_dir)
+    try:
+        (x_train, y_train), (x_test, y_test) = dataset.load_data(args.data_dir)
+    except (OSError, ValueError) as e:  # not found, not downloadable, or damaged
+        raise SystemExit(f"error: {e}") from None
     if args.limit:
         x_train, y_train = x_train[: args.limit], y_train[: args.limit]
         x_test, y_test = x_test[: args.limit], y_test[: args.limit]

@@ -51,7 +51,7 @@ def test_example_without_plots_still_reports(mnist_data, tmp_path):
 
 
 @pytest.mark.parametrize("argv", [["--models", "deep"], ["--epochs", "0"], ["--limit", "-1"],
-                                  ["--dataset", "cifar"]])
+                                  ["--dataset", "cifar"], ["--data-dir", "/nonexistent"]])
 def test_example_refuses_bad_arguments(argv, tmp_path):
     with pytest.raises(SystemExit):
         load_example().main([*argv, "--out", str(tmp_path)])
