@@ -141,7 +141,8 @@ def table(rows: list[dict], info: dict, args) -> str:
     return "\n".join(lines)
 
 
-def chart(rows: list[dict], path: Path, info: dict) -> None:
+def pyplot():
+    """matplotlib.pyplot drawing to files, or None (with a note) when it is not installed."""
     try:
         import matplotlib
 
@@ -149,6 +150,13 @@ def chart(rows: list[dict], path: Path, info: dict) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         print("matplotlib missing (pip install -e '.[plots]'): no chart drawn")
+        return None
+    return plt
+
+
+def chart(rows: list[dict], path: Path, info: dict) -> None:
+    plt = pyplot()
+    if plt is None:
         return
     models = [m for m in ("simple", "hidden") if any(r["model"] == m for r in rows)]
     frameworks = [f for f in FRAMEWORKS if any(r["framework"] == f for r in rows)]

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from run import RESULTS, available, interpreter, machine, run_one
+from run import RESULTS, available, interpreter, machine, pyplot, run_one
 
 WIDTHS = [100, 256, 512, 1024]
 BATCHES = [32, 128, 512]
@@ -75,13 +75,8 @@ def print_table(results: list[dict]) -> None:
 
 
 def plot(results: list[dict], path: Path, info: dict) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib missing (pip install -e '.[plots]'): no chart drawn")
+    plt = pyplot()
+    if plt is None:
         return
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
     for framework in dict.fromkeys(r["framework"] for r in results):
