@@ -19,8 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import tinynn  # noqa: E402
 from tinynn import engine  # noqa: E402
-from tinynn.kernels import compiled  # noqa: E402
-from tinynn.kernels import fused  # noqa: E402
+from tinynn.kernels import (
+    compiled,  # noqa: E402
+    fused,  # noqa: E402
+)
 
 
 def median_us(fn, *args, repeat: int = 2000) -> float:
