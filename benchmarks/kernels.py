@@ -67,7 +67,8 @@ def main() -> None:
             dW, db = np.empty_like(Ws[i]), np.empty_like(bs[i])
             timings[f"layer {i + 1}: dW, db"] = median_us(
                 compiled._weight_grads, a[i - 1], np.arange(32), dz, dW, db)
-            timings[f"layer {i + 1}: dx"] = median_us(compiled._input_grads, dz, Ws[i], a[i - 1].copy())
+            timings[f"layer {i + 1}: dx"] = median_us(
+                compiled._input_grads, dz, Ws[i], a[i - 1].copy())
             dz = a[i - 1].copy()
         dW0, db0 = np.empty_like(Ws[0]), np.empty_like(bs[0])
         timings["layer 1: sparse dW, db"] = median_us(
