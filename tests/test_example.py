@@ -88,3 +88,15 @@ def test_the_seed_notebook_runs_on_tinynn(mnist_data, monkeypatch, tmp_path):
     assert namespace["test_accuracy"] > 0.9
     assert namespace["hidden_test_accuracy"] > 0.95
     assert np.asarray(namespace["cm"]).sum() == 10000
+
+
+def test_example_without_matplotlib_says_how_to_get_figures(mnist_data, tmp_path, monkeypatch,
+                                                            capsys):
+    from tinynn import plots
+
+    monkeypatch.setattr(plots, "available", lambda: False)
+    load_example().main(["--epochs", "1", "--limit", "500", "--models", "simple",
+                         "--out", str(tmp_path)])
+    assert "pip install 'tinynn[plots]'" in capsys.readouterr().out
+    assert not list(tmp_path.glob("*.png"))
+    assert (tmp_path / "metrics.json").exists()
