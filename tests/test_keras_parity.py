@@ -20,24 +20,31 @@ MODEL_NAMES = [k for k in SPEC if k != "keras"]
 
 
 def build(name: str) -> tinynn.Sequential:
+    """The model as recorded: layers, loss and optimizer by their (shared) class names."""
     spec = SPEC[name]
-    layers = [tinynn.layers.Dense(u, activation=a) for u, a in spec["layers"]]
-    model = tinynn.Sequential(layers)
-    model.build((None, 784))
+    layers = [getattr(tinynn.layers, cls)(**options) for cls, options in spec["layers"]]
+    model = tinynn.Sequential([tinynn.Input(shape=(784,)), *layers])
     model.set_weights([FIXTURE[f"{name}/init/{i}"] for i in range(len(model.weights))])
-    opt_name, opt_options = spec["optimizer"]
+    (opt_class, opt_options), (loss_class, loss_options) = spec["optimizer"], spec["loss"]
     model.compile(
-        optimizer=tinynn.optimizers.get(opt_name).__class__(**opt_options),
-        loss=tinynn.losses.SparseCategoricalCrossentropy(**spec["loss"]),
+        optimizer=getattr(tinynn.optimizers, opt_class)(**opt_options),
+        loss=getattr(tinynn.losses, loss_class)(**loss_options),
         metrics=["accuracy"],
     )
     return model
 
 
+def targets(name: str, labels: np.ndarray) -> np.ndarray:
+    """Integer labels, or one-hot rows for a categorical loss (as the recording used)."""
+    if SPEC[name]["loss"][0] == "CategoricalCrossentropy":
+        return tinynn.utils.to_categorical(labels, 10)
+    return labels
+
+
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_training_matches_keras(name, backend):
     model = build(name)
-    x, y = FIXTURE["x_train"] / 255, FIXTURE["y_train"]
+    x, y = FIXTURE["x_train"] / 255, targets(name, FIXTURE["y_train"])
     history = model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
 
     for i, (ours, theirs) in enumerate(zip(model.get_weights(), _trained(name))):
@@ -50,7 +57,7 @@ def test_training_matches_keras(name, backend):
 def test_evaluate_and_predict_match_keras(name, backend):
     model = build(name)
     model.set_weights(_trained(name))
-    xt, yt = FIXTURE["x_test"] / 255, FIXTURE["y_test"]
+    xt, yt = FIXTURE["x_test"] / 255, targets(name, FIXTURE["y_test"])
     loss, accuracy = model.evaluate(xt, yt, verbose=0)
     assert loss == pytest.approx(SPEC[name]["test_loss"], rel=1e-5)
     assert accuracy == pytest.approx(SPEC[name]["test_accuracy"], abs=1e-6)

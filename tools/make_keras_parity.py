@@ -30,16 +30,40 @@ from tinynn.datasets import mnist  # noqa: E402
 OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "keras_parity.npz"
 N_TRAIN, N_TEST = 640, 200
 
-#: name -> (layers as (units, activation), loss options, optimizer)
+#: name -> (layers as [class, options], loss as [class, options], optimizer as [class, options]).
+#: Class names are the same in Keras and tinynn.
+SCE, CCE = "SparseCategoricalCrossentropy", "CategoricalCrossentropy"
+
+
+def dense(units, activation=None):
+    return ["Dense", {"units": units, "activation": activation}]
+
+
 MODELS = {
-    "simple": ([(10, "sigmoid")], {}, ("adam", {})),
-    "hidden": ([(100, "relu"), (10, "sigmoid")], {}, ("adam", {})),
-    "softmax": ([(10, "softmax")], {}, ("adam", {})),
-    "linear_from_logits": ([(32, "tanh"), (10, None)], {"from_logits": True}, ("adam", {})),
-    "relu_probabilities": ([(16, "tanh"), (10, "relu")], {}, ("adam", {})),
-    "hidden_sgd_momentum": (
-        [(100, "relu"), (10, "sigmoid")], {}, ("sgd", {"learning_rate": 0.05, "momentum": 0.9})
-    ),
+    "simple": ([dense(10, "sigmoid")], [SCE, {}], ["Adam", {}]),
+    "hidden": ([dense(100, "relu"), dense(10, "sigmoid")], [SCE, {}], ["Adam", {}]),
+    "softmax": ([dense(10, "softmax")], [SCE, {}], ["Adam", {}]),
+    "linear_from_logits": ([dense(32, "tanh"), dense(10)], [SCE, {"from_logits": True}],
+                           ["Adam", {}]),
+    "relu_probabilities": ([dense(16, "tanh"), dense(10, "relu")], [SCE, {}], ["Adam", {}]),
+    "hidden_sgd_momentum": ([dense(100, "relu"), dense(10, "sigmoid")], [SCE, {}],
+                            ["SGD", {"learning_rate": 0.05, "momentum": 0.9}]),
+    "hidden_sgd_nesterov": ([dense(100, "relu"), dense(10, "sigmoid")], [SCE, {}],
+                            ["SGD", {"learning_rate": 0.05, "momentum": 0.9, "nesterov": True}]),
+    # The Keras MNIST MLP, narrower: Dropout (rate 0 for an exact comparison), softmax,
+    # one-hot labels, categorical cross-entropy, RMSprop.
+    "mlp_rmsprop_categorical": (
+        [dense(64, "relu"), ["Dropout", {"rate": 0.0}], dense(64, "relu"),
+         ["Dropout", {"rate": 0.0}], dense(10, "softmax")], [CCE, {}], ["RMSprop", {}]),
+    "rmsprop_centered_momentum": ([dense(32, "relu"), dense(10)], [CCE, {"from_logits": True}],
+                                  ["RMSprop", {"momentum": 0.5, "centered": True}]),
+    "categorical_probabilities": ([dense(16, "tanh"), dense(10, "relu")], [CCE, {}],
+                                  ["Adam", {}]),
+    "adamw_softmax_layer": ([dense(32, "tanh"), dense(10), ["Softmax", {}]], [SCE, {}],
+                            ["AdamW", {"weight_decay": 0.05}]),
+    # TensorFlow's beginner quickstart (Dropout at rate 0 for an exact comparison).
+    "quickstart": ([dense(128, "relu"), ["Dropout", {"rate": 0.0}], dense(10)],
+                   [SCE, {"from_logits": True}], ["Adam", {}]),
 }
 
 
@@ -52,29 +76,29 @@ def main() -> None:
     }
     spec = {}
     rng = np.random.default_rng(1234)
-    for name, (layers, loss_options, (opt_name, opt_options)) in MODELS.items():
+    for name, (layers, (loss_class, loss_options), (opt_class, opt_options)) in MODELS.items():
         model = keras.Sequential(
-            [keras.Input((784,))] + [keras.layers.Dense(u, activation=a) for u, a in layers]
+            [keras.Input((784,))] + [getattr(keras.layers, c)(**o) for c, o in layers]
         )
         # Random non-zero weights everywhere (biases too), so every term is exercised.
         init = [rng.normal(0, 0.05, w.shape).astype(np.float32) for w in model.get_weights()]
-        if name == "relu_probabilities":
+        if "probabilities" in name:
             # Start the outputs well inside (0, 1): near the clipping bound the
             # gradient is ~1/p and float32 rounding, not the rule, decides.
             init[-1] += np.float32(0.3)
         model.set_weights(init)
-        optimizer = (keras.optimizers.Adam if opt_name == "adam" else keras.optimizers.SGD)(
-            **opt_options
-        )
         model.compile(
-            optimizer=optimizer,
-            loss=keras.losses.SparseCategoricalCrossentropy(**loss_options),
+            optimizer=getattr(keras.optimizers, opt_class)(**opt_options),
+            loss=getattr(keras.losses, loss_class)(**loss_options),
             metrics=["accuracy"],
         )
-        history = model.fit(x / 255, y_train[:N_TRAIN], batch_size=32, epochs=1,
-                            shuffle=False, verbose=0)
-        test_loss, test_acc = model.evaluate(xt / 255, y_test[:N_TEST], verbose=0)
-        spec[name] = {"layers": layers, "loss": loss_options, "optimizer": [opt_name, opt_options],
+        y, yt = y_train[:N_TRAIN], y_test[:N_TEST]
+        if loss_class == CCE:
+            y, yt = keras.utils.to_categorical(y, 10), keras.utils.to_categorical(yt, 10)
+        history = model.fit(x / 255, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
+        test_loss, test_acc = model.evaluate(xt / 255, yt, verbose=0)
+        spec[name] = {"layers": layers, "loss": [loss_class, loss_options],
+                      "optimizer": [opt_class, opt_options],
                       "loss_log": history.history["loss"][0],
                       "accuracy_log": history.history["accuracy"][0],
                       "test_loss": test_loss, "test_accuracy": test_acc}
