@@ -35,6 +35,10 @@ def _fused():
     return fused
 
 
+#: The layers the fused kernels can run (as ops; see ``Plan._add``).
+FUSABLE = (layers.Dense, layers.Activation, layers.Dropout, layers.Flatten)
+
+
 def _is_builtin(obj, registry: dict) -> bool:
     """Exactly a built-in class: a user's subclass may have changed the math."""
     return registry.get(type(obj).__name__) is type(obj)
@@ -81,7 +85,8 @@ def plan(model, training: bool) -> Plan | None:
     if get_backend() != "numba" or not model.built:
         return None
     leaves = model.leaf_layers
-    if not all(_is_builtin(layer, layers.LAYERS) for layer in leaves):
+    if not all(_is_builtin(layer, layers.LAYERS) and isinstance(layer, FUSABLE)
+               for layer in leaves):
         return None
     if not any(isinstance(layer, layers.Dense) for layer in leaves):
         return None

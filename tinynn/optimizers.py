@@ -262,7 +262,7 @@ class RMSprop(KernelOptimizer):
 
 #: The built-in optimizers by class name, and by Keras's string names.
 OPTIMIZERS = utils.registry(KernelOptimizer, __name__)
-NAMES = {name.lower(): cls for name, cls in OPTIMIZERS.items() if name != "KernelOptimizer"}
+NAMES = {name.lower(): cls for name, cls in OPTIMIZERS.items()}
 
 
 def get(identifier: str | Optimizer) -> Optimizer:

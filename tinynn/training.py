@@ -62,6 +62,7 @@ class StepRunner:
 
 def runner_for(model) -> StepRunner | engine.CompiledRunner:
     """The one place that decides how a model trains: compiled if it can, else step by step."""
+    model.optimizer.check_variables(model.weights)  # before anything changes
     plan = engine.plan(model, training=True)
     return engine.CompiledRunner(model, plan) if plan else StepRunner(model)
 

@@ -68,8 +68,8 @@ def to_categorical(y, num_classes: int | None = None) -> np.ndarray:
 
 
 def registry(base: type, module: str) -> dict[str, type]:
-    """The subclasses of ``base`` defined in ``module``, by class name (for names and files)."""
-    found, todo = {}, [base]
+    """The subclasses of ``base`` (not ``base``) defined in ``module``, by class name."""
+    found, todo = {}, list(base.__subclasses__())
     while todo:
         cls = todo.pop()
         if cls.__module__ == module:
