@@ -538,6 +538,37 @@ def _string(value: object, name: str) -> str:
     return value
 
 
+def npy_header(archive: zipfile.ZipFile, member: str) -> tuple[tuple, np.dtype, bool, int]:
+    """Shape, dtype, Fortran order and data offset of an ``.npy`` member, from its header alone.
+
+    Reads a few hundred bytes, whatever the member's size, and checks that the
+    size the header implies is the size the zip directory gives for the member,
+    so that reading it afterwards allocates nothing a damaged or hostile header
+    made up. Also used for Keras's ``mnist.npz`` (``tinynn.datasets.base``).
+
+    Raises:
+        ValueError: damaged header, Python objects (pickles) inside, or sizes that disagree.
+    """
+    info = archive.getinfo(member)
+    with archive.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"{member}: unsupported .npy version {version}")
+        offset = f.tell()
+    if dtype.hasobject:
+        raise ValueError(f"{member} holds Python objects (a pickle), which tinynn never loads")
+    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if info.file_size != offset + nbytes:
+        raise ValueError(f"{member}: its header declares shape {shape} of {dtype} "
+                         f"({nbytes:,} bytes), but the member holds "
+                         f"{info.file_size - offset:,} bytes")
+    return shape, dtype, fortran, offset
+
+
 class _Header:
     """One member's ``.npy`` header: what reading it will cost, known before reading it."""
 
@@ -558,29 +589,11 @@ class _Archive:
 
     def header(self, member: str) -> _Header:
         """Read ``member``'s header only; its data size must be what the zip directory says."""
-        info = self.zip.getinfo(member + ".npy")
-        with self.zip.open(info) as f:
-            try:
-                version = np.lib.format.read_magic(f)
-                if version == (1, 0):
-                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-                elif version == (2, 0):
-                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-                else:
-                    raise ModelFileError(f"{member}: unsupported .npy version {version}")
-            except ValueError as e:
-                if isinstance(e, ModelFileError):
-                    raise
-                raise ModelFileError(f"not a readable tinynn file: {member}: {e}") from None
-            offset = f.tell()
-        if dtype.hasobject:
-            raise ModelFileError(f"not a readable tinynn file: {member} holds Python objects "
-                                 f"(a pickle), which tinynn never loads")
-        header = _Header(member, info, shape, dtype, fortran, offset)
-        if info.file_size != offset + header.nbytes:
-            raise ModelFileError(f"{member}: its header declares shape {shape} of {dtype} "
-                                 f"({header.nbytes:,} bytes), but the member holds "
-                                 f"{info.file_size - offset:,} bytes")
+        try:
+            shape, dtype, fortran, offset = npy_header(self.zip, member + ".npy")
+        except ValueError as e:
+            raise ModelFileError(f"not a readable tinynn file: {e}") from None
+        header = _Header(member, self.zip.getinfo(member + ".npy"), shape, dtype, fortran, offset)
         self.declared += header.nbytes
         return header
 
