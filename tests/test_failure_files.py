@@ -13,6 +13,7 @@ import io
 import json
 import os
 import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -430,3 +431,67 @@ def test_stale_temporaries_of_the_target_are_removed(tmp_path):
     make_model().save(tmp_path / "m.tinynn")
     left = {p.name for p in tmp_path.iterdir()}
     assert left == {"m.tinynn"} | {n for n, (_, kept) in files.items() if kept}
+
+
+# ---------------------------------------------------------------- metrics and the environment
+
+
+@pytest.mark.parametrize(("args", "error", "message"), [
+    (([0, 1], [1, 0], "10"), TypeError, "num_classes must be a positive integer, got '10'"),
+    (([0, 1], [1, 0], 0), ValueError, "num_classes must be a positive integer, got 0"),
+    (([0, 1], [1, 0], True), TypeError, "num_classes must be a positive integer"),
+    (([0, 5], [1, 0], 3), ValueError, "below num_classes=3, got 5"),
+    (([0.0, 1.0], [1, 0], None), TypeError, "labels must be integer class indices"),
+    (([0, 1], ["a", "b"], None), TypeError, "predictions must be integer class indices"),
+    (([0, -1], [1, 0], None), ValueError, "labels must be non-negative"),
+    (([0, 10**9], [1, 0], None), ValueError, "1,000,000,001 classes"),
+])
+def test_confusion_matrix_refuses_bad_arguments(args, error, message):
+    with pytest.raises(error, match=message):
+        tinynn.metrics.confusion_matrix(*args)
+
+
+def run_python(code: str, *options: str, cwd=None, **env) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items()
+                   if k not in ("TINYNN_BACKEND", "NUMBA_CACHE_DIR")}
+    return subprocess.run([sys.executable, *options, "-c", code], capture_output=True,
+                          text=True, timeout=300, env={**environment, **env}, cwd=cwd)
+
+
+def test_a_wrong_tinynn_backend_is_an_error_at_import_naming_the_variable():
+    child = run_python("import tinynn", TINYNN_BACKEND="garbage")
+    assert child.returncode == 1
+    assert "ValueError: $TINYNN_BACKEND='garbage' names no backend" in child.stderr
+    child = run_python("import sys, tinynn; print(tinynn.get_backend(), 'numba' in sys.modules)",
+                       TINYNN_BACKEND="numpy")
+    assert child.stdout.split() == ["numpy", "False"]  # and importing compiled nothing
+
+
+def test_no_writable_numba_cache_runs_uncached_with_one_warning(tmp_path):
+    """A copy of tinynn whose kernels' __pycache__ cannot be a directory (a file is in the
+    way: root may write anywhere, so permissions could not stop it), and a HOME and
+    XDG_CACHE_HOME that cannot hold a cache: numba has no locator for its cache."""
+    package = Path(tinynn.__file__).parent
+    shutil.copytree(package, tmp_path / "tinynn",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "tinynn" / "kernels" / "__pycache__").write_bytes(b"")
+    (tmp_path / "home").write_bytes(b"")  # a file, so nothing can be made below it
+    code = (
+        "import warnings, numpy as np, tinynn\n"
+        f"assert tinynn.__file__.startswith({str(tmp_path)!r})\n"
+        "tinynn.set_backend('numba')\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    k = tinynn.backend.kernels()\n"
+        "    z, a = k.dense_forward(np.ones((2, 3), np.float32), np.ones((3, 2), np.float32),\n"
+        "                           np.zeros(2, np.float32), 'relu')\n"
+        "    tinynn.backend.kernels()\n"
+        "print(sum('cannot cache' in str(w.message) for w in caught), a.tolist())\n"
+    )
+    # -S: no site hooks, so the editable install cannot import tinynn from the worktree.
+    site = os.pathsep.join([str(tmp_path), str(Path(np.__file__).parent.parent)])
+    child = run_python(code, "-S", cwd=tmp_path, PYTHONPATH=site, HOME=str(tmp_path / "home"),
+                       XDG_CACHE_HOME=str(tmp_path / "home" / "cache"),
+                       PYTHONDONTWRITEBYTECODE="1")
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.split(maxsplit=1) == ["1", "[[3.0, 3.0], [3.0, 3.0]]\n"]
