@@ -196,6 +196,22 @@ def draw_more(args, x_test, y_test, histories, outputs, kernel, class_names) -> 
     return figures
 
 
+def confusion_caption(model: str, result: dict, name) -> str:
+    """What the two panels of a confusion figure show, with this run's numbers."""
+    cm = np.array(result["confusion_matrix"])
+    hits = np.diag(cm)
+    worst = result["most_confused"][0] if result["most_confused"] else None
+    text = (f"The {model} model on the test set; rows are the true class, columns the "
+            f"prediction, and darker cells hold larger counts. Left, every count: the "
+            f"diagonal (correct answers, {hits.min():,}–{hits.max():,} per class) sets the "
+            f"colour scale, so all {cm.sum() - hits.sum():,} mistakes look alike, pale. Right, "
+            f"the mistakes alone on their own scale")
+    if worst:
+        t, p, c = worst
+        text += f": the darkest cell is {name(t)} read as {name(p)} ({c} times)"
+    return text + "."
+
+
 def write_report(args, results, figures, class_names) -> None:
     name = (lambda k: class_names[k]) if class_names else str
     lines = [f"# {args.dataset}: what two small dense networks learn", "",
@@ -238,14 +254,14 @@ def write_report(args, results, figures, class_names) -> None:
         "learning_curves": "Loss and accuracy per epoch; solid lines are the training "
                            "averages, dashed the held-out test set — a gap that opens up "
                            "would mean overfitting.",
-        "confusion_simple": "Rows are the true digit, columns the prediction: everything off "
-                            "the diagonal is a mistake, and the brightest off-diagonal cells "
-                            "are the digit pairs the simple model mixes up.",
-        "confusion_hidden": "The same for the hidden-layer model: the off-diagonal counts "
-                            "shrink everywhere.",
-        "templates": "Each output unit of the simple model is one weight per pixel: red pixels "
-                     "vote for the class, blue against, so each image is a blurred template of "
-                     "its digit.",
+        **{f"confusion_{model}": confusion_caption(model, r, name)
+           for model, r in results.items()},
+        "templates": "Each output unit of the simple model drawn as one weight per pixel: red "
+                     "votes for the class, blue against (the colour scale stops at the 99th "
+                     "percentile of the weights' sizes). Pixels near the border, lit in only a "
+                     "few training images, end with some of the largest weights and make the "
+                     "dark frame; the class's own shape shows only faintly inside it: red "
+                     "where its ink tends to be, blue where ink speaks against it.",
         "mistakes": "The test images the better model got wrong with the highest confidence "
                     "(softmax of its logits): many are ambiguous even to a person.",
         "predictions": "Five random test images with the true and predicted labels (red when "

@@ -9,10 +9,13 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.server
+import io
 import os
 import socket
 import struct
 import threading
+import tracemalloc
+import zipfile
 
 import numpy as np
 import pytest
@@ -150,6 +153,95 @@ def test_keras_npz_is_read_without_pickles(isolated):
         mnist.load_data(smuggled)
 
 
+def _damaged_npz(good: bytes, how: str) -> bytes:
+    if how == "truncated":
+        return good[: len(good) // 2]
+    if how == "CRC-damaged":  # one byte of x_train's pixels flipped: only the CRC can tell
+        data = bytearray(good)
+        data[good.index(b"x_train.npy") + 400] ^= 0xFF
+        return bytes(data)
+    return good  # "npy bytes": replaced below
+
+
+@pytest.mark.parametrize("how", ["truncated", "CRC-damaged", "npy bytes"])
+def test_damaged_npz_is_an_idx_error_naming_the_file(isolated, how):
+    good = isolated / "good.npz"
+    np.savez(good, **make_arrays())
+    bad = isolated / "mnist.npz"
+    if how == "npy bytes":
+        np.save(isolated / "x.npy", make_arrays()["x_train"])
+        bad.write_bytes((isolated / "x.npy").read_bytes())
+    else:
+        bad.write_bytes(_damaged_npz(good.read_bytes(), how))
+    with pytest.raises(idx.IDXError, match=r"mnist\.npz: not a readable \.npz file"):
+        mnist.load_data(bad)
+
+
+def _npy(a: np.ndarray) -> bytes:
+    f = io.BytesIO()
+    np.save(f, a)
+    return f.getvalue()
+
+
+def _peak_bytes(call) -> tuple[BaseException | None, int]:
+    tracemalloc.start()
+    try:
+        call()
+        error = None
+    except Exception as e:  # noqa: BLE001 (the caller asserts which)
+        error = e
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return error, peak
+
+
+def test_npz_headers_claiming_gigabytes_are_refused_before_reading(isolated):
+    """Keras's npz is compressed, so a member may inflate: each header is checked against
+    the dataset and the zip directory, and the total against the file's size, first."""
+    arrays = make_arrays()
+    path = isolated / "mnist.npz"
+    np.savez(path, **arrays)
+    data = bytearray(path.read_bytes())
+    at = data.index(b"'shape': (5, 28, 28)")  # x_train's header, in place: same length
+    data[at : at + 20] = b"'shape': (9999999,28"[:20]
+    path.write_bytes(bytes(data))
+    error, peak = _peak_bytes(lambda: mnist.load_data(path))
+    assert isinstance(error, idx.IDXError) and "mnist.npz" in str(error), error
+    assert peak < 5 * 2**20
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:  # 39 MB of zeros, deflated
+        for key, a in {**arrays, "x_train": np.zeros((50_000, 28, 28), np.uint8)}.items():
+            z.writestr(f"{key}.npy", _npy(a))
+    error, peak = _peak_bytes(lambda: mnist.load_data(path))
+    assert isinstance(error, idx.IDXError) and "more than 100× the file's size" in str(error)
+    assert peak < 5 * 2**20
+
+
+def test_gzip_bombs_are_refused_or_cut_off(tmp_path):
+    """A header declaring 10⁹ labels in a small .gz is refused unread; a stream that
+    inflates past what its header declares is read one byte past it, no further."""
+    declared = tmp_path / "declared-labels.gz"
+    declared.write_bytes(gzip.compress(struct.pack(">BBBBI", 0, 0, 8, 1, 10**9) + bytes(100)))
+    error, peak = _peak_bytes(lambda: idx.read_idx(declared))
+    assert isinstance(error, idx.IDXError) and "gzip bomb" in str(error), error
+    assert "declared-labels.gz" in str(error) and peak < 2**20
+
+    inflating = tmp_path / "inflating-labels.gz"
+    with gzip.open(inflating, "wb") as f:
+        f.write(struct.pack(">BBBBI", 0, 0, 8, 1, 10))
+        for _ in range(64):
+            f.write(bytes(2**20))  # 64 MB of zeros behind a header that declares 10 labels
+    error, peak = _peak_bytes(lambda: idx.read_idx(inflating))
+    assert isinstance(error, idx.IDXError) and "payload size mismatch" in str(error), error
+    assert "file has 19 bytes" in str(error) and peak < 2**20
+
+
+def test_tinynn_data_naming_a_file_says_so(isolated, monkeypatch):
+    (isolated / "datasets.tar").write_bytes(b"x")
+    monkeypatch.setenv(base.DATA_VAR, str(isolated / "datasets.tar"))
+    with pytest.raises(NotADirectoryError, match=r"\$TINYNN_DATA=.*datasets\.tar is a file"):
+        mnist.load_data()
+
+
 def test_fashion_mnist_in_the_keras_cache_layout(isolated):
     write_idx_files(isolated / "keras" / "datasets" / "fashion-mnist", make_arrays(n_train=9),
                     dataset=fashion_mnist.FASHION_MNIST)
@@ -178,7 +270,8 @@ def test_labels_must_be_classes(isolated):
 class Mirror:
     """An HTTP server on 127.0.0.1 serving {path: bytes}, counting requests."""
 
-    def __init__(self, files: dict[str, bytes], lie_about_length: bool = False):
+    def __init__(self, files: dict[str, bytes], lie_about_length: bool = False,
+                 break_mid_transfer: bool = False):
         self.files, self.requests = files, []
         mirror = self
 
@@ -190,6 +283,12 @@ class Mirror:
                     self.send_error(404)
                     return
                 self.send_response(200)
+                if break_mid_transfer:  # a chunk that promises 1000 bytes, then hangs up
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    self.wfile.write(b"3e8\r\n" + body[:10])
+                    self.close_connection = True
+                    return
                 length = len(body) + (1000 if lie_about_length else 0)
                 self.send_header("Content-Length", str(length))
                 self.end_headers()
@@ -277,6 +376,20 @@ def test_dead_mirror_then_a_good_one(isolated):
         good.close()
 
 
+def test_a_mirror_breaking_mid_transfer_moves_on_to_the_next(isolated):
+    arrays = make_arrays()
+    _, served = tiny_dataset(arrays, [])
+    broken, good = Mirror(served, break_mid_transfer=True), Mirror(served)
+    try:
+        spec, _ = tiny_dataset(arrays, [broken.url, good.url])
+        (x_train, _), _ = base.load(spec)
+        np.testing.assert_array_equal(x_train, arrays["x_train"])
+        assert len(broken.requests) == len(good.requests) == 4
+    finally:
+        broken.close()
+        good.close()
+
+
 def test_short_transfer_is_refused(isolated):
     arrays = make_arrays()
     _, served = tiny_dataset(arrays, [])
@@ -297,3 +410,5 @@ def test_offline_error_says_where_to_put_the_files(isolated):
     message = str(info.value)
     assert "TINYNN_DATA" in message and str(isolated / "cache" / "tiny") in message
     assert message.count("http://127.0.0.1") == 2  # both mirrors' failures are listed
+    assert "--data-dir" in message and "TINYNN_DATA=DIR make demo" in message
+    assert not (isolated / "cache").exists()  # no empty cache folder left behind

@@ -1,5 +1,10 @@
 """Which kernel module does the math: the NumPy reference or the Numba twin.
 
+The ``TINYNN_BACKEND`` environment variable chooses the first backend; a value
+that names none is an error when tinynn is imported, naming the variable.
+Choosing costs nothing: the Numba kernels are imported (and compiled, or read
+from numba's on-disk cache) only when they are first used.
+
 >>> import tinynn
 >>> tinynn.set_backend("numpy")
 >>> tinynn.get_backend()
@@ -8,8 +13,13 @@
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import os
+import shutil
+import sys
+import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
@@ -18,7 +28,17 @@ BACKENDS = {"numpy": "tinynn.kernels.reference", "numba": "tinynn.kernels.compil
 ENV_VAR = "TINYNN_BACKEND"
 DEFAULT = "numba"
 
-_current: str = ""
+
+def _from_environment() -> str:
+    """The backend ``$TINYNN_BACKEND`` names (unset or empty: the default)."""
+    name = os.environ.get(ENV_VAR) or DEFAULT
+    if name not in BACKENDS:
+        raise ValueError(f"${ENV_VAR}={name!r} names no backend: set it to one of "
+                         f"{sorted(BACKENDS)}, or unset it for {DEFAULT!r}")
+    return name
+
+
+_current: str = _from_environment()
 
 
 def set_backend(name: str) -> None:
@@ -36,8 +56,6 @@ def set_backend(name: str) -> None:
 
 def get_backend() -> str:
     """The selected backend's name; at first the ``TINYNN_BACKEND`` variable or the default."""
-    if not _current:
-        set_backend(os.environ.get(ENV_VAR, DEFAULT))
     return _current
 
 
@@ -54,4 +72,41 @@ def using(name: str) -> Iterator[None]:
 
 def kernels() -> ModuleType:
     """The kernel module of the selected backend (imported on first use)."""
-    return importlib.import_module(BACKENDS[get_backend()])
+    return import_kernels(BACKENDS[get_backend()])
+
+
+def import_kernels(module: str) -> ModuleType:
+    """Import a kernel module; if numba finds nowhere to cache compiled code, cache nowhere.
+
+    Numba caches next to the package (``__pycache__``), else in the user's cache
+    directory; when neither is writable (a read-only install and a read-only
+    HOME), decorating the first ``cache=True`` kernel raises "no locator
+    available". Then the kernels are cached in a temporary directory for this
+    process only (removed at exit), with one warning: they work, and compile
+    again in the next process. ``NUMBA_CACHE_DIR`` names a lasting place.
+    """
+    try:
+        return importlib.import_module(module)
+    except RuntimeError as e:
+        if "no locator available" not in str(e):
+            raise
+    for name in [m for m in sys.modules if m.startswith("tinynn.kernels.")
+                 and m != "tinynn.kernels.reference"]:
+        del sys.modules[name]  # (a half-imported module would be reused as it is)
+    _cache_in_a_temporary_directory()
+    return importlib.import_module(module)
+
+
+def _cache_in_a_temporary_directory() -> None:
+    from numba.core import config
+
+    directory = tempfile.mkdtemp(prefix="tinynn-numba-cache-")
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    config.CACHE_DIR = directory  # (numba's setting, for this process only)
+    warnings.warn(
+        "numba cannot cache the compiled kernels: neither tinynn's package directory nor "
+        "the user cache directory is writable. They will compile again in every process; "
+        "set NUMBA_CACHE_DIR to a writable directory to keep them.",
+        RuntimeWarning,
+        stacklevel=3,
+    )

@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from tinynn import validation
+
+#: The largest confusion matrix made: 2¹⁴ classes, 2 GB of counts.
+MAX_CLASSES = 2**14
+
 
 def confusion_matrix(labels, predictions, num_classes: int | None = None) -> np.ndarray:
     """Counts of (true class, predicted class) pairs, as ``tf.math.confusion_matrix``.
@@ -16,7 +21,8 @@ def confusion_matrix(labels, predictions, num_classes: int | None = None) -> np.
     Args:
         labels: true class indices, shape (n,).
         predictions: predicted class indices, shape (n,).
-        num_classes: size of the matrix; default one more than the largest label seen.
+        num_classes: size of the matrix, a positive integer (at most ``MAX_CLASSES``);
+            default one more than the largest label or prediction seen.
 
     Returns:
         integer array of shape (num_classes, num_classes); row = truth, column = prediction.
@@ -28,12 +34,22 @@ def confusion_matrix(labels, predictions, num_classes: int | None = None) -> np.
             f"{labels.shape} and {predictions.shape}"
         )
     for name, a in (("labels", labels), ("predictions", predictions)):
-        if a.size and (a.dtype.kind not in "iu" or a.min() < 0):
-            raise ValueError(f"{name} must be non-negative integers")
+        if a.size and a.dtype.kind not in "iu":
+            raise TypeError(f"{name} must be integer class indices, got dtype {a.dtype}")
+        if a.size and a.min() < 0:
+            raise ValueError(f"{name} must be non-negative class indices, got {a.min()}")
+    seen = max((int(a.max()) + 1 for a in (labels, predictions) if a.size), default=0)
     if num_classes is None:
-        num_classes = max((int(a.max()) + 1 for a in (labels, predictions) if a.size), default=0)
-    elif labels.size and max(labels.max(), predictions.max()) >= num_classes:
-        raise ValueError(f"labels and predictions must be below num_classes={num_classes}")
+        num_classes = seen
+    else:
+        num_classes = validation.positive_int(num_classes, "num_classes")
+        if seen > num_classes:
+            raise ValueError(f"labels and predictions must be below num_classes={num_classes}, "
+                             f"got {seen - 1}")
+    if num_classes > MAX_CLASSES:
+        raise ValueError(f"a confusion matrix of {num_classes:,} classes (more than "
+                         f"{MAX_CLASSES:,}) would take {8 * num_classes**2 / 1e9:,.0f} GB; pass "
+                         f"labels below {MAX_CLASSES:,}")
     counts = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(counts, (labels.astype(np.intp), predictions.astype(np.intp)), 1)
     return counts

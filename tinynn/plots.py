@@ -68,17 +68,29 @@ def sample(image: np.ndarray, label) -> object:
 
 def confusion_matrix(cm: np.ndarray, title: str = "Confusion Matrix",
                      class_names: Sequence[str] | None = None) -> object:
-    """A heatmap of counts, truth in rows and prediction in columns (the notebook's figure)."""
+    """Two heatmaps of counts, truth in rows and prediction in columns.
+
+    Left, the notebook's figure: every count. Its diagonal (~1,000 per class on
+    MNIST's test set) sets the colour scale, so every mistake looks alike, pale.
+    Right: the mistakes alone, the diagonal hidden, on their own colour scale, so
+    the pairs a model confuses most stand out (darker is more).
+    """
     plt = _pyplot()
     import seaborn as sn
 
-    fig, ax = plt.subplots(figsize=(8.5, 6.5))
+    cm = np.asarray(cm)
+    fig, (ax, mistakes_ax) = plt.subplots(1, 2, figsize=(16, 6.5))
     labels = class_names if class_names is not None else "auto"
-    sn.heatmap(cm, annot=True, fmt="d", cmap="rocket_r", ax=ax, cbar_kws={"label": "count"},
-               xticklabels=labels, yticklabels=labels, annot_kws={"fontsize": 8})
-    ax.set_xlabel("Predicted")
-    ax.set_ylabel("Truth")
-    ax.set_title(title)
+    common = {"annot": True, "fmt": "d", "cmap": "rocket_r", "xticklabels": labels,
+              "yticklabels": labels, "annot_kws": {"fontsize": 8}}
+    sn.heatmap(cm, ax=ax, cbar_kws={"label": "count"}, **common)
+    sn.heatmap(cm, ax=mistakes_ax, mask=np.eye(len(cm), dtype=bool), vmin=0,
+               cbar_kws={"label": "count of mistakes"}, **common)
+    for axis, subtitle in ((ax, "all counts"), (mistakes_ax, "mistakes only (diagonal hidden)")):
+        axis.set_xlabel("Predicted")
+        axis.set_ylabel("Truth")
+        axis.set_title(f"{title}: {subtitle}")
+    fig.tight_layout()
     return fig
 
 

@@ -13,14 +13,17 @@ or misshapen array.
 
 from __future__ import annotations
 
+import math
 import os
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from tinynn.datasets.fetch import DownloadError, fetch
-from tinynn.datasets.idx import IDXError, read_idx
+from tinynn.datasets.idx import MAX_INFLATION, IDXError, read_idx
 
 DATA_VAR = "TINYNN_DATA"
 CACHE_VAR = "TINYNN_CACHE"
@@ -72,7 +75,12 @@ def load(dataset: ImageDataset, path: str | os.PathLike | None = None):
 
     places = []
     if os.environ.get(DATA_VAR):
-        places += [Path(os.environ[DATA_VAR]) / dataset.name, Path(os.environ[DATA_VAR])]
+        root = Path(os.environ[DATA_VAR])
+        if root.exists() and not root.is_dir():
+            raise NotADirectoryError(f"${DATA_VAR}={root} is a file; it must name a directory "
+                                     f"holding the {dataset.name} files (or a "
+                                     f"'{dataset.name}' folder of them)")
+        places += [root / dataset.name, root]
     places.append(cache_dir(dataset))
     for directory in places:
         found = find_idx(dataset, directory)
@@ -106,11 +114,17 @@ def download(dataset: ImageDataset) -> dict[str, Path]:
         return {key: fetch(name, sha256, dataset.mirrors, directory)
                 for key, (name, sha256) in dataset.files.items()}
     except DownloadError as e:
+        looked = ""
+        if os.environ.get(DATA_VAR):
+            root = Path(os.environ[DATA_VAR])
+            looked = (f"${DATA_VAR}={root} was looked in, and holds no {dataset.name} files"
+                      f"{'' if root.exists() else ' (it does not exist)'}.\n")
         raise DownloadError(
-            f"{dataset.name} is not on this machine and could not be downloaded.\n{e}\n"
-            f"Put the four files ({_missing(dataset)}) in {directory}, or in a directory "
-            f"named by ${DATA_VAR} (or a '{dataset.name}' folder inside it), or pass "
-            f"path=... to load_data."
+            f"{dataset.name} is not on this machine and could not be downloaded.\n{e}\n{looked}"
+            f"Put the four files ({_missing(dataset)}) in a directory and name it: "
+            f"load_data(path=DIR), or ${DATA_VAR}=DIR (a '{dataset.name}' folder inside it "
+            f"works too; e.g. `{DATA_VAR}=DIR make demo` or `{DATA_VAR}=DIR make test`), "
+            f"or examples/mnist.py --data-dir DIR; or copy them to tinynn's cache, {directory}."
         ) from None
 
 
@@ -120,15 +134,43 @@ def read_idx_set(dataset: ImageDataset, files: dict[str, Path]):
 
 
 def read_npz(dataset: ImageDataset, path: Path):
-    """Keras's ``mnist.npz``: arrays x_train, y_train, x_test, y_test; no pickles allowed."""
+    """Keras's ``mnist.npz``: arrays x_train, y_train, x_test, y_test; no pickles allowed.
+
+    Each member's header is read first and checked against the dataset (uint8
+    images of the right shape, uint8 labels) and against the member's size in
+    the zip directory, at most ``MAX_INFLATION`` times the file's size in all,
+    so reading allocates only what the file holds.
+    """
+    from tinynn.saving import npy_header
+
     try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = [k for k in KEYS if k not in data.files]
+        with open(path, "rb") as f, zipfile.ZipFile(f) as archive:
+            members = set(archive.namelist())
+            missing = [k for k in KEYS if f"{k}.npy" not in members]
             if missing:
                 raise IDXError(f"{path}: missing arrays {missing}")
-            arrays = {k: data[k] for k in KEYS}
-    except (OSError, ValueError) as e:
-        raise IDXError(f"{path}: not a readable .npz file: {e}") from e
+            declared = 0
+            for key in KEYS:
+                shape, dtype, _, _ = npy_header(archive, f"{key}.npy")
+                item = dataset.image_shape if key.startswith("x") else ()
+                if dtype != np.uint8 or len(shape) != 1 + len(item) or shape[1:] != item:
+                    raise IDXError(f"{path}: {key} must be uint8 of shape (n, "
+                                   f"{', '.join(map(str, item))}), got {dtype} {shape}")
+                declared += math.prod(shape)
+            if declared > MAX_INFLATION * max(os.fstat(f.fileno()).st_size, 1 << 16):
+                raise IDXError(f"{path}: declares {declared:,} bytes of arrays, more than "
+                               f"{MAX_INFLATION}× the file's size")
+            arrays = {}
+            for key in KEYS:
+                with archive.open(f"{key}.npy") as member:
+                    arrays[key] = np.lib.format.read_array(member, allow_pickle=False)
+    except IDXError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError,
+            RuntimeError) as e:
+        # Truncated or damaged (BadZipFile, CRC errors), not a zip at all (an .npy named
+        # .npz), a pickle inside, or a header that disagrees with the zip directory.
+        raise IDXError(f"{path}: not a readable .npz file: {e}") from None
     return check(dataset, arrays, {k: str(path) for k in KEYS})
 
 

@@ -15,8 +15,10 @@ Numba and let a reader see every step:
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
+import http.client
 import os
 import sys
 import tempfile
@@ -60,6 +62,7 @@ def fetch(name: str, sha256: str, mirrors: Sequence[str], directory: str | os.Pa
         The path of the verified file.
     """
     directory = Path(directory)
+    created = [d for d in (directory, *directory.parents) if not d.exists()]
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / name
     failures = []
@@ -74,11 +77,15 @@ def fetch(name: str, sha256: str, mirrors: Sequence[str], directory: str | os.Pa
                 raise DownloadError(f"checksum mismatch: expected {sha256}, got {actual}")
             os.replace(part, target)
             return target
-        except (OSError, EOFError, zlib.error) as e:  # network, HTTP, gzip or checksum
-            failures.append(f"  {url}: {e}")
+        except (OSError, http.client.HTTPException, EOFError, zlib.error) as e:
+            # network, HTTP (a transfer broken mid-way is an IncompleteRead), gzip or checksum
+            failures.append(f"  {url}: {type(e).__name__}: {e}")
         finally:
             if os.path.exists(part):
                 os.remove(part)
+    for d in created:  # leave no empty cache folders behind
+        with contextlib.suppress(OSError):  # (not empty: another file is in it)
+            d.rmdir()
     raise DownloadError(f"could not download {name}; every mirror failed:\n" + "\n".join(failures))
 
 

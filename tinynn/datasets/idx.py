@@ -9,6 +9,7 @@ or misshapen array.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 
@@ -25,15 +26,20 @@ IDX_TYPES = {
 }
 
 
+#: A gzipped file may inflate to at most this many times its size (MNIST's come to 2–5×;
+#: a gzip bomb to ~1000×), so that a hostile header cannot make the reader allocate gigabytes.
+MAX_INFLATION = 100
+
+
 class IDXError(ValueError):
     """A file is not a well-formed IDX file."""
 
 
-def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
-    """Decode the bytes of an IDX file into an array of its native shape.
+def parse_header(data: bytes, name: str = "<bytes>") -> tuple[tuple[int, ...], np.dtype, int]:
+    """The shape, dtype and header length an IDX file's first bytes declare.
 
     Args:
-        data: the whole (uncompressed) file.
+        data: the file's first ``4 + 4·d`` bytes (or more).
         name: the file's name, for error messages.
     """
     if len(data) < 4:
@@ -49,8 +55,18 @@ def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
     if len(data) < header:
         raise IDXError(f"{name}: truncated header ({len(data)} bytes, needs {header})")
     shape = tuple(int(d) for d in np.frombuffer(data, ">u4", count=ndim, offset=4))
-    dtype = IDX_TYPES[code]
-    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    return shape, IDX_TYPES[code], header
+
+
+def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
+    """Decode the bytes of an IDX file into an array of its native shape.
+
+    Args:
+        data: the whole (uncompressed) file.
+        name: the file's name, for error messages.
+    """
+    shape, dtype, header = parse_header(data, name)
+    expected = header + math.prod(shape) * dtype.itemsize
     if len(data) != expected:
         raise IDXError(
             f"{name}: payload size mismatch: header says shape {shape} ({expected} bytes in all), "
@@ -61,15 +77,29 @@ def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read an IDX file, gzipped (``.gz``) or raw."""
+    """Read an IDX file, gzipped (``.gz``) or raw, reading no more than its header declares.
+
+    A gzipped file may declare at most ``MAX_INFLATION`` times its own size.
+    Reading stops one byte past the declared size (enough to tell the file holds
+    more than declared), so a gzip bomb costs nothing.
+    """
     path = os.fspath(path)
+    gzipped = path.endswith(".gz")
     try:
-        if path.endswith(".gz"):
-            with gzip.open(path, "rb") as f:
-                data = f.read()
-        else:
-            with open(path, "rb") as f:
-                data = f.read()
+        size = os.stat(path).st_size
+        with (gzip.open if gzipped else open)(path, "rb") as f:
+            data = f.read(4)
+            if len(data) == 4:
+                data += f.read(4 * data[3])
+            shape, dtype, header = parse_header(data, path)
+            expected = header + math.prod(shape) * dtype.itemsize
+            if gzipped and expected > MAX_INFLATION * max(size, 1 << 16):
+                raise IDXError(f"{path}: header declares shape {shape} ({expected:,} bytes), "
+                               f"more than {MAX_INFLATION}× the {size:,} bytes of the gzipped "
+                               f"file: a gzip bomb or a damaged header")
+            # A raw file's size bounds the read too; a short file is reported just below.
+            cap = expected if gzipped else min(expected, size)
+            data += f.read(cap - len(data) + 1)
     except (OSError, EOFError, zlib.error) as e:
         # gzip raises these for truncated or corrupt archives.
         raise IDXError(f"{path}: cannot decompress: {e}") from e
