@@ -13,13 +13,8 @@ from numba's on-disk cache) only when they are first used.
 
 from __future__ import annotations
 
-import atexit
 import importlib
 import os
-import shutil
-import sys
-import tempfile
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
@@ -76,37 +71,5 @@ def kernels() -> ModuleType:
 
 
 def import_kernels(module: str) -> ModuleType:
-    """Import a kernel module; if numba finds nowhere to cache compiled code, cache nowhere.
-
-    Numba caches next to the package (``__pycache__``), else in the user's cache
-    directory; when neither is writable (a read-only install and a read-only
-    HOME), decorating the first ``cache=True`` kernel raises "no locator
-    available". Then the kernels are cached in a temporary directory for this
-    process only (removed at exit), with one warning: they work, and compile
-    again in the next process. ``NUMBA_CACHE_DIR`` names a lasting place.
-    """
-    try:
-        return importlib.import_module(module)
-    except RuntimeError as e:
-        if "no locator available" not in str(e):
-            raise
-    for name in [m for m in sys.modules if m.startswith("tinynn.kernels.")
-                 and m != "tinynn.kernels.reference"]:
-        del sys.modules[name]  # (a half-imported module would be reused as it is)
-    _cache_in_a_temporary_directory()
+    """Import a kernel module (where numba caches compiled code: ``tinynn.kernels.cache``)."""
     return importlib.import_module(module)
-
-
-def _cache_in_a_temporary_directory() -> None:
-    from numba.core import config
-
-    directory = tempfile.mkdtemp(prefix="tinynn-numba-cache-")
-    atexit.register(shutil.rmtree, directory, ignore_errors=True)
-    config.CACHE_DIR = directory  # (numba's setting, for this process only)
-    warnings.warn(
-        "numba cannot cache the compiled kernels: neither tinynn's package directory nor "
-        "the user cache directory is writable. They will compile again in every process; "
-        "set NUMBA_CACHE_DIR to a writable directory to keep them.",
-        RuntimeWarning,
-        stacklevel=3,
-    )

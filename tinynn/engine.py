@@ -30,9 +30,9 @@ AFFINE, ACTIVATE, DROPOUT = 0, 1, 2  # as kernels.fused
 
 
 def _fused():
-    from tinynn.kernels import fused
+    from tinynn.backend import import_kernels
 
-    return fused
+    return import_kernels("tinynn.kernels.fused")
 
 
 #: The layers the fused kernels can run (as ops; see ``Plan._add``).

@@ -65,7 +65,8 @@ def checked(initializer: Callable, shape: tuple[int, ...], name: str) -> np.ndar
         raise TypeError(f"{name} must return real numbers, got dtype {w.dtype}")
     if w.shape != tuple(shape):
         raise ValueError(f"{name} must return an array of shape {tuple(shape)}, got {w.shape}")
-    w = w.astype(np.float32)
+    if w.dtype != np.float64:  # float64 stays (a loaded float64 model), the rest is float32
+        w = w.astype(np.float32)
     if not np.isfinite(w).all():
         raise ValueError(f"{name} returned non-finite values")
     return w

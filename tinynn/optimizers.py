@@ -42,6 +42,8 @@ class Optimizer:
 
     #: Names of the per-parameter state arrays, e.g. ("m", "v") for Adam.
     slot_names: tuple[str, ...] = ()
+    #: Slots that can never be negative (checked when a model file is read).
+    nonnegative_slots: tuple[str, ...] = ()
 
     def __init__(self, learning_rate: float = 0.001):
         self.learning_rate = validation.positive_float(learning_rate, "learning_rate")
@@ -169,6 +171,7 @@ class Adam(KernelOptimizer):
     """
 
     slot_names = ("m", "v")
+    nonnegative_slots = ("v",)  # a running mean of g²: a file with v < 0 is damaged
     kernel = "adam_update"
 
     def __init__(self, learning_rate: float = 0.001, beta_1: float = 0.9,
@@ -242,6 +245,7 @@ class RMSprop(KernelOptimizer):
     """
 
     slot_names = ("velocity", "momentum", "average_gradient")
+    nonnegative_slots = ("velocity",)
     kernel = "rmsprop_update"
 
     def __init__(self, learning_rate: float = 0.001, rho: float = 0.9, momentum: float = 0.0,

@@ -83,25 +83,17 @@ def _class_for(kind: str, name: object) -> type:
     """
     from tinynn import layers, losses, optimizers
 
-    known = {
-        "layer": (layers.Dense, layers.Flatten, layers.Activation),
-        "optimizer": (optimizers.Adam, optimizers.SGD),
-        "loss": (losses.SparseCategoricalCrossentropy,),
-    }[kind]
-    classes = {cls.__name__: cls for cls in known}
+    classes = {"layer": layers.LAYERS, "optimizer": optimizers.OPTIMIZERS,
+               "loss": losses.LOSSES}[kind]
     if not isinstance(name, str) or name not in classes:
         raise ModelFileError(f"unknown {kind} (unknown class {name!r}); known {kind} classes: "
                              f"{sorted(classes)}")
     return classes[name]
 
 
-#: Optimizer state that cannot be negative, by optimizer class (a class may say so itself
-#: with a ``nonnegative_slots`` attribute).
-_NONNEGATIVE_SLOTS = {"Adam": ("v",)}
-
-
 def _nonnegative_slots(cls: type) -> tuple[str, ...]:
-    return tuple(getattr(cls, "nonnegative_slots", _NONNEGATIVE_SLOTS.get(cls.__name__, ())))
+    """Optimizer state that cannot be negative (a class says so in ``nonnegative_slots``)."""
+    return tuple(getattr(cls, "nonnegative_slots", ()))
 
 
 # ---------------------------------------------------------------- writing
@@ -115,15 +107,16 @@ def save_model(model, path: str | os.PathLike) -> None:
     """
     if not model.built:
         raise ValueError("save: the model is not built yet (no weights to save)")
-    if len(model.layers) > MAX_LAYERS:
+    if len(model.leaf_layers) > MAX_LAYERS:
         raise ValueError(f"save: a model file holds at most MAX_LAYERS={MAX_LAYERS} layers, "
-                         f"the model has {len(model.layers)}")
+                         f"the model has {len(model.leaf_layers)}")
     weights = model.weights
     _check_arrays(weights, "weight", ValueError, "save: ")
     opt = model.optimizer
     config = {"format": FORMAT, "version": VERSION, "kind": "model", "name": model.name,
+              # Nested models are written opened up: the same layers, weights and math.
               "layers": [{"class": type(layer).__name__, "config": layer.get_config()}
-                         for layer in model.layers],
+                         for layer in model.leaf_layers],
               "compile": None}
     arrays = {f"weights/{i}": w for i, w in enumerate(weights)}
     if opt is not None:
