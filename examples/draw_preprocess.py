@@ -63,13 +63,14 @@ def preprocess(ink: np.ndarray) -> np.ndarray:
     out_w = max(1, min(BOX, round(width * scale)))
     small = area_weights(height, out_h) @ crop @ area_weights(width, out_w).T
 
-    # 3. Put the centre of mass at the field's centre (13.5: between pixels 13 and 14),
-    #    by whole pixels as MNIST did, without pushing any ink off the field.
+    # 3. Move the centre of mass to pixel (14, 14) by whole pixels, as MNIST did (its
+    #    digits' centres of mass, in pixel indices, all lie within half a pixel of 14),
+    #    without pushing any ink off the field.
     mass = small.sum()
     cy = (np.arange(out_h) @ small.sum(axis=1)) / mass
     cx = (np.arange(out_w) @ small.sum(axis=0)) / mass
-    top = int(np.clip(np.floor((SIZE - 1) / 2 - cy + 0.5), 0, SIZE - out_h))
-    left = int(np.clip(np.floor((SIZE - 1) / 2 - cx + 0.5), 0, SIZE - out_w))
+    top = int(np.clip(np.floor(SIZE / 2 - cy + 0.5), 0, SIZE - out_h))
+    left = int(np.clip(np.floor(SIZE / 2 - cx + 0.5), 0, SIZE - out_w))
     image = np.zeros((SIZE, SIZE), np.float32)
     image[top : top + out_h, left : left + out_w] = np.clip(small, 0, 1)
     return image
