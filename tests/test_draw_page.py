@@ -1,9 +1,10 @@
 """examples/draw.html in a real browser: headless Chromium, driven through Selenium.
 
-Draws a 1, a 7 and a 0 with pointer actions on the canvas, as a person would,
-and checks what the page reads (with the notebook's hidden model, trained on
-the real MNIST), that the preview is exactly the model's input, and that
-``clear`` empties the prediction; then saves a screenshot.
+Draws a 1, a 0, a small 7 in a corner, a 4 in two strokes and a 7 with pointer
+actions on the canvas, as a person would, and checks what the page reads (with
+the notebook's hidden model, trained on the real MNIST), that the preview is
+exactly the model's input, and that ``clear`` empties the prediction and the
+canvas; then saves a screenshot.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` and PyPI's ``selenium``
 (``make test-browser`` installs them). Without them the test skips with one
@@ -41,14 +42,26 @@ def _circle(cx, cy, rx, ry, start=-math.pi / 2, points=28):
     return [(cx + rx * math.cos(a), cy + ry * math.sin(a)) for a in angles]
 
 
-#: One stroke per digit, in canvas pixels from the top left, drawn as a person would:
-#: a 1 slightly slanted, a 7 with a long bar and a diagonal, a 0 as an upright oval
-#: started at the top and closed.
-STROKES = {
-    1: [[(152, 48), (148, 100), (144, 160), (140, 232)]],
-    7: [[(80, 62), (140, 60), (206, 58), (180, 110), (150, 170), (128, 232)]],
-    0: [_circle(140, 142, 62, 88)],
-}
+def _moved(strokes, scale, dx, dy):
+    """The strokes scaled about the canvas's centre, then shifted."""
+    return [[(SIDE / 2 + (x - SIDE / 2) * scale + dx, SIDE / 2 + (y - SIDE / 2) * scale + dy)
+             for x, y in stroke] for stroke in strokes]
+
+
+ONE = [[(152, 48), (148, 100), (144, 160), (140, 232)]]       # slightly slanted
+SEVEN = [[(80, 62), (140, 60), (206, 58), (180, 110), (150, 170), (128, 232)]]
+ZERO = [_circle(140, 142, 62, 88)]                             # started at the top, closed
+FOUR = [[(100, 50), (80, 150), (205, 150)], [(175, 60), (170, 240)]]  # two strokes
+
+#: What a person draws, in canvas pixels from the top left, and the digit it is. The
+#: last one stays on the screenshot.
+DRAWINGS = [
+    (1, ONE),
+    (0, ZERO),
+    (7, _moved(SEVEN, 0.45, -70, -65)),  # small, in the top left corner
+    (4, FOUR),
+    (7, SEVEN),
+]
 
 
 def _browser_paths() -> tuple[str | None, str | None, str | None]:
@@ -59,9 +72,9 @@ def _browser_paths() -> tuple[str | None, str | None, str | None]:
         return None, None, "selenium is not installed"
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
-    if chromium is None or driver is None:
-        return chromium, driver, "chromium and chromedriver are not on PATH"
-    return chromium, driver, None
+    missing = [name for name, path in [("chromium", chromium), ("chromedriver", driver)]
+               if path is None]
+    return chromium, driver, f"{' and '.join(missing)} not on PATH" if missing else None
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +148,7 @@ def test_draw_page_reads_digits(browser, url, tmp_path):
     bars = browser.find_elements("css selector", "#probabilities > [data-digit]")
     assert [b.get_attribute("data-digit") for b in bars] == [str(d) for d in range(10)]
 
-    for digit, strokes in STROKES.items():
+    for digit, strokes in DRAWINGS:
         browser.find_element("id", "clear").click()
         draw_strokes(browser, strokes)
         answer = read(browser)
@@ -169,6 +182,11 @@ def test_draw_page_reads_digits(browser, url, tmp_path):
     browser.find_element("id", "clear").click()
     assert browser.find_element("id", "prediction").text == ""
     assert browser.execute_script("return window.lastResult") is None
+    ink = browser.execute_script("""
+        const c = document.getElementById('canvas');
+        return c.getContext('2d').getImageData(0, 0, c.width, c.height).data
+                .reduce((sum, v, i) => i % 4 === 3 ? sum + v : sum, 0);""")
+    assert ink == 0
     assert not browser.find_elements("css selector", "#probabilities .top")
 
 
