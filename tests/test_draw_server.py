@@ -361,8 +361,14 @@ def test_the_command_serves_the_page_and_stops_on_ctrl_c(tmp_path, model):
     path = tmp_path / "digits.npz"
     model.save(path)
     env = {**os.environ, "TINYNN_CACHE": str(tmp_path / "cache")}
+    script = ROOT / "examples" / "draw.py"
+    # Ctrl+C as in a terminal, even if this test runs where SIGINT is ignored (a background
+    # job), which the child would inherit.
+    launcher = ("import runpy, signal, sys; signal.signal(signal.SIGINT, "
+                "signal.default_int_handler); sys.argv = sys.argv[1:]; "
+                "runpy.run_path(sys.argv[0], run_name='__main__')")
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "examples" / "draw.py"), "--port", "0", "--model", str(path),
+        [sys.executable, "-c", launcher, str(script), "--port", "0", "--model", str(path),
          "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         lines = [process.stdout.readline() for _ in range(2)]
