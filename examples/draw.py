@@ -185,16 +185,32 @@ class Reader:
             pixels: shape (784,), float32 in [0, 1].
 
         Returns:
-            ``prediction`` (the argmax of ``model.predict``), ``probabilities`` (10: the
-            softmax of the output layer's logits, which training fitted; see
-            ``mnist.confidences``) and ``hidden`` (the first Dense layer's activations).
+            ``prediction`` (the argmax of ``model.predict``), ``probabilities`` (10; see
+            ``probabilities``) and ``hidden`` (the first Dense layer's activations).
         """
         with self._lock:
             outputs = self.model.predict(pixels.reshape(1, *self.input_shape))
             hidden = self.hidden.forward(pixels.reshape(1, PIXELS))
         return {"prediction": int(outputs[0].argmax()),
-                "probabilities": confidences(outputs)[0].tolist(),
+                "probabilities": probabilities(outputs, self.model.layers[-1].activation)[0]
+                .tolist(),
                 "hidden": hidden[0].astype(float).tolist()}
+
+
+def probabilities(outputs: np.ndarray, activation: str) -> np.ndarray:
+    """The probabilities a model's outputs (n, 10) stand for, given its output activation.
+
+    A softmax output is one already. Sigmoid outputs are not (they need not sum to 1):
+    Keras and tinynn train them by the softmax of their logits, so that is what they
+    mean (``mnist.confidences``). Any other output is taken as logits (``from_logits``).
+    """
+    if activation == "softmax":
+        return outputs.astype(np.float64)
+    if activation == "sigmoid":
+        return confidences(outputs)
+    z = outputs.astype(np.float64)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
 
 
 # ------------------------------------------------------------------ requests

@@ -339,6 +339,25 @@ def test_train_saves_a_model_that_reads_digits(mnist_data, tmp_path):
     assert np.mean(predicted == y_test[:2000]) > 0.9
 
 
+@pytest.mark.parametrize("activation", ["softmax", "sigmoid", "linear"])
+def test_probabilities_follow_the_output_activation(activation):
+    tinynn.utils.set_random_seed(3)
+    model = tinynn.Sequential([tinynn.layers.Dense(100, activation="relu", input_shape=(784,)),
+                               tinynn.layers.Dense(10, activation=activation)])
+    x = images(1, seed=4)
+    answer = draw.Reader(model).read(x[0])
+    outputs = model.predict(x)[0].astype(np.float64)
+    if activation == "softmax":
+        logits = np.log(outputs)
+    elif activation == "sigmoid":
+        logits = np.log(outputs / (1 - outputs))
+    else:
+        logits = outputs
+    expected = np.exp(logits) / np.exp(logits).sum()
+    assert np.allclose(answer["probabilities"], expected, rtol=1e-5)
+    assert answer["prediction"] == int(np.argmax(expected))
+
+
 def test_a_model_the_page_cannot_show_is_refused():
     flat = tinynn.Sequential([tinynn.layers.Flatten(input_shape=(28, 28)),
                               tinynn.layers.Dense(100, activation="relu"),
