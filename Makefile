@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench clean
+.PHONY: demo draw test test-browser browser-deps bench clean
 
 $(VENV)/.installed-%: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,9 +15,24 @@ $(VENV)/.installed-%: pyproject.toml
 demo: $(VENV)/.installed-plots
 	$(PY) examples/mnist.py $(ARGS)
 
+# The page that reads a digit you draw (examples/draw.py): ARGS="--port 8000 --model PATH".
+draw: $(VENV)/.installed-plots
+	$(PY) examples/draw.py $(ARGS)
+
 test: $(VENV)/.installed-test
 	$(PY) -m ruff check .
 	$(PY) -m pytest
+
+# The browser test alone, after installing what it needs (make test skips it without them).
+test-browser: browser-deps $(VENV)/.installed-test
+	$(PY) -m pytest tests/test_draw_page.py
+
+# Headless Chromium and its driver from Debian, selenium from PyPI.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+browser-deps: $(VENV)/.installed-browser
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  $(SUDO) apt-get update && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver; }
 
 # The peers (Keras, PyTorch) come from the `bench` extra: a large download.
 bench: $(VENV)/.installed-bench
