@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class Callback:
@@ -125,6 +127,18 @@ class ProgbarLogger(Callback):
         done = self.width * step // self.steps
         bar = "━" * done + " " * (self.width - done)
         return f"{counter} {bar} {format_duration(elapsed)} {per_step}{format_logs(logs)}"
+
+
+@contextmanager
+def progress(verbose: int, steps: int) -> Iterator[dict]:
+    """A progress line for ``evaluate``/``predict`` (none when verbose is 0); fill the logs."""
+    bar = ProgbarLogger(verbose, steps, epochs=0) if verbose else None
+    logs: dict = {}
+    if bar:
+        bar.on_epoch_begin(0)
+    yield logs
+    if bar:
+        bar.on_epoch_end(0, logs)
 
 
 class _Monitor(Callback):

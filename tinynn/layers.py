@@ -323,7 +323,10 @@ class Activation(Layer):
         return kernels().ACTIVATIONS[self.activation][1](dy, self._a)
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "activation": self.activation}
+        config = super().get_config()
+        if "activation" in inspect.signature(type(self)).parameters:  # not ReLU, Softmax
+            config["activation"] = self.activation
+        return config
 
 
 class ReLU(Activation):
@@ -336,9 +339,6 @@ class ReLU(Activation):
 
     def __init__(self, input_shape: Sequence[int] | None = None, name: str | None = None):
         super().__init__("relu", input_shape, name)
-
-    def get_config(self) -> dict:
-        return Layer.get_config(self)
 
 
 class Softmax(Activation):
@@ -357,9 +357,6 @@ class Softmax(Activation):
         if axis != -1:
             raise ValueError(f"axis must be -1 (the last axis), got {axis!r}")
         super().__init__("softmax", input_shape, name)
-
-    def get_config(self) -> dict:
-        return Layer.get_config(self)
 
 
 class Dropout(Layer):

@@ -19,8 +19,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tinynn import engine, losses, optimizers, saving, training, validation
-from tinynn.callbacks import Callback, CallbackList, History, ProgbarLogger
+from tinynn import data, engine, losses, optimizers, saving, training, validation
+from tinynn.callbacks import Callback, CallbackList, History, ProgbarLogger, progress
 from tinynn.layers import InputLayer, Layer, call_forward, check_weight, unique_name
 from tinynn.training import NonFiniteWarning, NotCompiledError
 from tinynn.utils import generator
@@ -179,9 +179,10 @@ class Sequential:
 
     def compute_loss(self, x: np.ndarray, y: np.ndarray, training: bool = False) -> float:
         """The batch-mean loss of ``x`` (n, …) against targets ``y``, by a forward pass."""
-        return self._loss_of(y, self.forward(x, training))
+        return self.loss_of(y, self.forward(x, training))
 
-    def _loss_of(self, y: np.ndarray, y_pred: np.ndarray) -> float:
+    def loss_of(self, y: np.ndarray, y_pred: np.ndarray) -> float:
+        """The batch-mean loss of outputs y_pred against y (the logits rule: see losses)."""
         return float(self.loss.forward(y, y_pred, self.leaf_layers[-1].logits).mean())
 
     def compute_gradients(self, x: np.ndarray, y: np.ndarray) -> float:
@@ -193,7 +194,7 @@ class Sequential:
     def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray, int]:
         """One optimizer step on a batch; returns (loss, outputs, how it ended: a ``Fault``)."""
         y_pred = self.forward(x, training=True)
-        loss = self._loss_of(y, y_pred)
+        loss = self.loss_of(y, y_pred)
         if not np.isfinite(loss):
             return loss, y_pred, training.Fault.LOSS  # no update from a broken loss
         self.backward(self.loss.backward())
@@ -252,10 +253,10 @@ class Sequential:
         validation.choice(verbose, "verbose", (0, 1, 2))
         validation.boolean(shuffle, "shuffle")
         callbacks = validation.callbacks(callbacks, Callback)
-        x, y, val = self._training_data(x, y, validation_split, validation_data)
+        x, y, val = data.training_data(self, x, y, validation_split, validation_data)
         batch_size = min(batch_size, len(x))  # one batch holds all: buffers sized by data
         runner = training.runner_for(self)
-        data = runner.prepare(x, y)
+        prepared = runner.prepare(x, y)
         history = History()
         hooks = [history, *callbacks]
         if verbose:
@@ -270,9 +271,10 @@ class Sequential:
             hooks.call("on_epoch_begin", epoch)
             order = generator().permutation(len(x)) if shuffle else np.arange(len(x))
             logs, history.stopped_early = training.train_epoch(
-                self, runner, data, order, batch_size, per_call, hooks, epoch, verbose)
+                self, runner, prepared, order, batch_size, per_call, hooks, epoch, verbose)
             if val is not None and not history.stopped_early:
-                logs.update({f"val_{k}": v for k, v in self._evaluate(*val, batch_size).items()})
+                val_logs = training.evaluate(self, *val, batch_size)
+                logs.update({f"val_{k}": v for k, v in val_logs.items()})
             if logs:
                 hooks.call("on_epoch_end", epoch, logs)
             if history.stopped_early or self.stop_training:
@@ -283,15 +285,8 @@ class Sequential:
     def train_on_batch(self, x, y) -> float | list[float]:
         """One optimizer step on one batch; returns its loss (and accuracy, with metrics)."""
         self._check_compiled("train_on_batch")
-        x, y = self._prepare(x, y, "x", "y")
-        self.optimizer.check_variables(self.weights)
-        saved = training.snapshot(self)
-        loss, y_pred, fault = self.train_step(x, y)
-        if fault == training.Fault.WEIGHTS:
-            training.restore(self, saved)
-        if fault:
-            training.report_fault(None, 0, fault, verbose=0)
-        return self._as_result(training.RunningMeans(self.metrics).add_batch(loss, y_pred, y))
+        x, y = data.inputs_and_targets(self, x, y, "x", "y")
+        return self._as_result(training.step_on_batch(self, x, y))
 
     def evaluate(self, x, y, batch_size: int = 32, verbose: int = 1,
                  return_dict: bool = False) -> float | list[float] | dict[str, float]:
@@ -305,27 +300,10 @@ class Sequential:
         batch_size = validation.positive_int(batch_size, "batch_size")
         validation.choice(verbose, "verbose", (0, 1, 2))
         validation.boolean(return_dict, "return_dict")
-        x, y = self._prepare(x, y, "x", "y")
-        bar = ProgbarLogger(verbose, math.ceil(len(x) / batch_size), epochs=0) if verbose else None
-        if bar:
-            bar.on_epoch_begin(0)
-        logs = self._evaluate(x, y, batch_size)
-        if bar:
-            bar.on_epoch_end(0, logs)
+        x, y = data.inputs_and_targets(self, x, y, "x", "y")
+        with progress(verbose, math.ceil(len(x) / batch_size)) as logs:
+            logs.update(training.evaluate(self, x, y, batch_size))
         return logs if return_dict else self._as_result(logs)
-
-    def _evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int) -> dict[str, float]:
-        totals = training.RunningMeans(self.metrics)
-        plan = engine.plan(self, training=False)
-        if plan:  # every row at once: the same mean as batch by batch
-            z, y_pred, _ = engine.forward_all(plan, x)  # x is checked already
-            per_sample = self.loss.forward(y, y_pred, z if plan.has_logits else None)
-            return totals.add(float(per_sample.sum()), training.correct_count(y_pred, y), len(y))
-        for start in range(0, len(x), batch_size):
-            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-            y_pred = self.forward(xb)
-            totals.add_batch(self._loss_of(yb, y_pred), y_pred, yb)
-        return totals.logs()
 
     def predict(self, x, batch_size: int = 32, verbose: int = 0) -> np.ndarray:
         """The model's outputs for ``x`` (n, …), shape (n, c), computed ``batch_size`` at a time."""
@@ -333,20 +311,21 @@ class Sequential:
         validation.choice(verbose, "verbose", (0, 1, 2))
         if not self.layers:
             raise ValueError("predict(): the model has no layers")
-        x = self._prepare_x(x, "x", check_finite=False)
-        plan = engine.plan(self, training=False)
-        if plan:
-            _, outputs, finite = engine.forward_all(plan, x)
-            if finite:
-                return outputs
-        validation.inputs(x, "x", None)  # raises, saying where, if some input is not finite
-        return np.concatenate([self.forward(x[i : i + batch_size])
-                               for i in range(0, len(x), batch_size)])
+        x = data.inputs(self, x, "x", check_finite=False)
+        with progress(verbose, math.ceil(len(x) / batch_size)):
+            plan = engine.plan(self, training=False)
+            if plan:
+                _, outputs, finite = engine.forward_all(plan, x)
+                if finite:
+                    return outputs
+            validation.inputs(x, "x", None)  # raises, saying where, if some input is not finite
+            return np.concatenate([self.forward(x[i : i + batch_size])
+                                   for i in range(0, len(x), batch_size)])
 
     def __call__(self, x, training: bool = False) -> np.ndarray:
         """``model(x)``: the outputs for one batch, like ``predict`` without batching."""
         validation.boolean(training, "training")
-        return self.forward(self._prepare_x(x, "x"), training)
+        return self.forward(data.inputs(self, x, "x"), training)
 
     def save(self, path) -> None:
         """Write architecture, compile settings, weights and optimizer state (``tinynn.saving``)."""
@@ -366,9 +345,6 @@ class Sequential:
 
         summary(self, print_fn)
 
-    def get_config(self) -> dict:
-        return {"name": self.name}
-
     # ------------------------------------------------------------ helpers
 
     def _check_compiled(self, method: str) -> None:
@@ -376,38 +352,6 @@ class Sequential:
             raise NotCompiledError(f"call compile(optimizer, loss) before {method}()")
         if not self.layers:
             raise ValueError(f"{method}(): the model has no layers")
-
-    def _prepare_x(self, x, name: str, check_finite: bool = True) -> np.ndarray:
-        """Checked float32 inputs; a model built by them is built only once all checks pass."""
-        x = validation.inputs(x, name, self._sample_shape, check_finite)
-        if self._sample_shape is None:
-            self.compute_output_shape(x.shape[1:])  # raises if the layers cannot take x
-        return x
-
-    def _prepare(self, x, y, x_name: str, y_name: str) -> tuple[np.ndarray, np.ndarray]:
-        x = self._prepare_x(x, x_name)
-        classes = self.compute_output_shape(x.shape[1:])[-1]
-        y = self.loss.check_targets(y, y_name, len(x), classes)
-        if not self.built:
-            self.build((None, *x.shape[1:]))
-        return x, y
-
-    def _training_data(self, x, y, split, validation_data) -> tuple:
-        """(x, y, (x_val, y_val) or None), checked; Keras's split takes the *last* samples."""
-        validation.fraction(split, "validation_split")
-        x, y = self._prepare(x, y, "x", "y")
-        if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("validation_data must be a pair (x_val, y_val)")
-            return x, y, self._prepare(*validation_data, "validation_data[0]",
-                                       "validation_data[1]")
-        if split == 0:
-            return x, y, None
-        cut = math.ceil(len(x) * (1 - split))
-        if cut == 0 or cut == len(x):
-            raise ValueError(f"validation_split={split} leaves no samples for "
-                             f"{'training' if cut == 0 else 'validation'} out of {len(x)}")
-        return x[:cut], y[:cut], (x[cut:], y[cut:])
 
     def _as_result(self, logs: dict[str, float]) -> float | list[float]:
         return [logs["loss"], *(logs[m] for m in self.metrics)] if self.metrics else logs["loss"]

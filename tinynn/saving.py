@@ -4,36 +4,20 @@ A model file is a NumPy ``.npz`` archive (a zip): the architecture and compile
 settings as JSON text in the array ``config``, the weights as ``weights/<i>``
 and the optimizer's state as ``optimizer/<i>/<slot>``, each in the dtype it
 had (float32 or float64). Reading a file never runs code from it (no pickles),
-and costs no more than what the file really holds:
+and costs no more than what the file really holds (``tinynn.npz``): only a
+regular file is opened (a FIFO would block), only the members the format names
+are read, each after its header; a file may declare at most ``MAX_LAYERS``
+layers; every layer is checked against the weights the file holds *before* it
+allocates anything (layers are built with initializers that hand over the
+stored arrays), so a ``Dense(10**12)`` in a small file is an error, not a
+``MemoryError``; every setting must read back unchanged from the object made
+from it; the step count must be in [0, ``MAX_ITERATIONS``]; the optimizer's
+state must be finite (and non-negative where the optimizer says so). Any
+failure raises ``ModelFileError`` naming the file and the problem; a file you
+may not read raises ``PermissionError``, as ``open`` does.
 
-* only a regular file is opened (a FIFO or a device would block or never end);
-  a file you may not read raises ``PermissionError``, as ``open`` does;
-* only the members the format names are read; each one's ``.npy`` header is read
-  first, and its shape × itemsize must equal the member's size in the zip
-  directory before a byte of data is inflated;
-* the arrays read may total at most ``MAX_BYTES``, and at most ``MAX_INFLATION``
-  times the file's size (tinynn writes them uncompressed, so a deflated member
-  that inflates a thousandfold is a bomb); the JSON may take at most
-  ``MAX_CONFIG_BYTES``; a file may declare at most ``MAX_LAYERS`` layers;
-* every layer is checked against the weights the file holds *before* it
-  allocates anything: layers are built with initializers that hand over the
-  stored arrays and refuse a shape other than the one stored, so a
-  ``Dense(10**12)`` in a small file is an error, not a ``MemoryError``;
-* every setting must read back unchanged from the object made from it (a
-  loss's ``from_logits: "no"`` would become True: refused), the step count
-  must be in [0, ``MAX_ITERATIONS``], and the optimizer's state must be
-  finite (Adam's ``v`` also non-negative).
-
-Any failure raises ``ModelFileError`` naming the file and the problem.
-
-Writing refuses, with a ``ValueError`` at save time, a model whose file could
-not be loaded back (non-finite weights or state, state made for other weights).
-It writes a temporary file ``.<name>.<pid>.<random>.tmp`` beside the target
-(through a symlink: beside its target), flushes it to disk and renames it over
-the target, so a crash leaves the old file intact. The new file gets the mode of
-the file it replaces, or the umask's default mode. Temporary files left by a
-writer killed mid-save are removed by the next save of the same target (see
-``_remove_stale_temporaries``).
+Writing refuses, with a ``ValueError``, a model whose file could not be loaded
+back, and goes through ``tinynn.atomic`` (a crash leaves the old file intact).
 """
 
 from __future__ import annotations
@@ -42,34 +26,22 @@ import contextlib
 import inspect
 import json
 import os
-import re
-import secrets
 import stat
-import time
 import zipfile
 import zlib
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
+
+from tinynn.atomic import write_atomically
+from tinynn.npz import DTYPES, MAX_BYTES, Archive, ArchiveError, Header
 
 FORMAT, VERSION = "tinynn", 1
 
 #: At most this many layers in a file.
 MAX_LAYERS = 10_000
-#: At most this many bytes of arrays (weights and optimizer state, as inflated) in a file.
-MAX_BYTES = 2**32
-#: At most this many times the file's own size in arrays: tinynn writes them uncompressed
-#: (1×), and compressed trained weights come to about 1.1×; a deflated bomb is ~1000×.
-MAX_INFLATION = 100
-#: At most this many bytes for the JSON description (about 300 bytes per layer).
-MAX_CONFIG_BYTES = 2**26
 #: The largest optimizer step count accepted (counts stay exact in float64 below it).
 MAX_ITERATIONS = 2**53
-#: The dtypes weights and optimizer state may have.
-DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-#: A temporary file this old whose writer is gone is removed by the next save.
-STALE_SECONDS = 60.0
 
 
 class ModelFileError(ValueError):
@@ -151,86 +123,8 @@ def _write(path: str | os.PathLike, config: dict, arrays: dict[str, np.ndarray])
     if size > MAX_BYTES:
         raise ValueError(f"save: the model's arrays take {size:,} bytes, more than a file may "
                          f"hold (tinynn.saving.MAX_BYTES = {MAX_BYTES:,})")
-    _write_atomically(path, {**arrays, "config": np.array(json.dumps(config))})
-
-
-def _write_atomically(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``arrays`` as an npz to a temporary file beside ``path``, then rename it over it."""
-    target = Path(os.path.realpath(path))  # through a symlink: replace its target, not the link
-    _remove_stale_temporaries(target)
-    try:
-        mode = stat.S_IMODE(os.stat(target).st_mode)  # keep the replaced file's mode
-    except FileNotFoundError:
-        mode = None  # a new file: os.open applies the umask to 0o666
-    tmp = target.parent / f".{target.name}.{os.getpid()}.{secrets.token_hex(8)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if mode is not None:
-                os.chmod(tmp, mode)
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-        _fsync_directory(target.parent)
-    finally:
-        if os.path.lexists(tmp):
-            os.remove(tmp)
-
-
-def _temporary_pattern(target: Path) -> re.Pattern:
-    """Names of temporaries for ``target``: ours (with the writer's PID) and older tinynn's."""
-    name = re.escape(target.name)
-    return re.compile(rf"\.{name}\.(?:(?P<pid>\d+)\.[0-9a-f]{{16}}|[a-z0-9_]{{8}})\.tmp")
-
-
-def _remove_stale_temporaries(target: Path) -> None:
-    """Remove temporaries of ``target`` left by writers that were killed mid-save.
-
-    A temporary is stale when its writer's process is gone (no PID in the name:
-    written by an older tinynn) *and* it has not been written to for
-    ``STALE_SECONDS``. Both, because either alone can be wrong: on a shared
-    network directory a live writer on another machine has a PID unknown here
-    (but its file keeps changing), and a local writer may pause longer than a
-    minute (but its PID is alive).
-    """
-    pattern = _temporary_pattern(target)
-    try:
-        names = os.listdir(target.parent)
-    except OSError:
-        return
-    now = time.time()
-    for name in names:
-        match = pattern.fullmatch(name)
-        if match is None or (match["pid"] and _process_alive(int(match["pid"]))):
-            continue
-        candidate = target.parent / name
-        with contextlib.suppress(OSError):  # gone already, or not ours to remove
-            info = os.lstat(candidate)
-            if stat.S_ISREG(info.st_mode) and now - info.st_mtime > STALE_SECONDS:
-                os.remove(candidate)
-
-
-def _process_alive(pid: int) -> bool:
-    if pid <= 0:  # 0 and below address process groups, never one writer
-        return False
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):
-        return False
-    except OSError:  # PermissionError: it exists, as another user
-        return True
-    return True
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename itself durable (where the system allows opening a directory)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    arrays = {**arrays, "config": np.array(json.dumps(config))}
+    write_atomically(path, lambda f: np.savez(f, **arrays))
 
 
 # ---------------------------------------------------------------- checks shared by both ways
@@ -332,15 +226,15 @@ def load_weights(model, path: str | os.PathLike) -> None:
 
 
 @contextlib.contextmanager
-def _reading(path, kind: str) -> Iterator[tuple[_Archive, dict]]:
+def _reading(path, kind: str) -> Iterator[tuple[Archive, dict]]:
     """The open archive and its checked config; every failure inside names ``path``."""
     with _open_regular(path) as file:
         try:
-            archive = _Archive(file)
+            archive = Archive(file)
             config = archive.config()
             _check_kind(config, kind)
             yield archive, config
-        except ModelFileError as e:
+        except (ModelFileError, ArchiveError) as e:
             raise ModelFileError(f"{path}: {e}") from None
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
             raise ModelFileError(f"{path}: invalid model description: {e!r}") from None
@@ -406,7 +300,7 @@ def _model_layout(config: dict) -> list[dict]:
     return specs
 
 
-def _read_slots(archive: _Archive, weights: list[_Header], names: list[str]) -> list[dict]:
+def _read_slots(archive: Archive, weights: list[Header], names: list[str]) -> list[dict]:
     """Headers of the optimizer's state, checked against the weights' headers."""
     slots = []
     for i, w in enumerate(weights):
@@ -503,7 +397,7 @@ class _Feed:
                 p[...] = w
 
 
-def _compile_from(model, spec: dict, archive: _Archive, headers: list[_Header]) -> None:
+def _compile_from(model, spec: dict, archive: Archive, headers: list[Header]) -> None:
     """Compile ``model`` as the file says, with the optimizer's step count and state."""
     opt_spec = spec["optimizer"]
     optimizer = _make(opt_spec, "optimizer", "optimizer")
@@ -529,125 +423,3 @@ def _string(value: object, name: str) -> str:
     if not isinstance(value, str):
         raise ModelFileError(f"{name} must be a string, got {value!r}")
     return value
-
-
-def npy_header(archive: zipfile.ZipFile, member: str) -> tuple[tuple, np.dtype, bool, int]:
-    """Shape, dtype, Fortran order and data offset of an ``.npy`` member, from its header alone.
-
-    Reads a few hundred bytes, whatever the member's size, and checks that the
-    size the header implies is the size the zip directory gives for the member,
-    so that reading it afterwards allocates nothing a damaged or hostile header
-    made up. Also used for Keras's ``mnist.npz`` (``tinynn.datasets.base``).
-
-    Raises:
-        ValueError: damaged header, Python objects (pickles) inside, or sizes that disagree.
-    """
-    info = archive.getinfo(member)
-    with archive.open(info) as f:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-        else:
-            raise ValueError(f"{member}: unsupported .npy version {version}")
-        offset = f.tell()
-    if dtype.hasobject:
-        raise ValueError(f"{member} holds Python objects (a pickle), which tinynn never loads")
-    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
-    if info.file_size != offset + nbytes:
-        raise ValueError(f"{member}: its header declares shape {shape} of {dtype} "
-                         f"({nbytes:,} bytes), but the member holds "
-                         f"{info.file_size - offset:,} bytes")
-    return shape, dtype, fortran, offset
-
-
-class _Header:
-    """One member's ``.npy`` header: what reading it will cost, known before reading it."""
-
-    def __init__(self, member: str, info: zipfile.ZipInfo, shape, dtype, fortran, offset):
-        self.member, self.info, self.shape, self.dtype = member, info, shape, dtype
-        self.fortran, self.offset = fortran, offset
-        self.nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
-
-
-class _Archive:
-    """A zip of ``.npy`` members, read only as far as the format names them."""
-
-    def __init__(self, file):
-        self.size = os.fstat(file.fileno()).st_size
-        self.zip = zipfile.ZipFile(file)
-        self.names = {n.removesuffix(".npy") for n in self.zip.namelist() if n.endswith(".npy")}
-        self.declared = 0  # bytes of arrays declared by the headers read so far
-
-    def header(self, member: str) -> _Header:
-        """Read ``member``'s header only; its data size must be what the zip directory says."""
-        try:
-            shape, dtype, fortran, offset = npy_header(self.zip, member + ".npy")
-        except ValueError as e:
-            raise ModelFileError(f"not a readable tinynn file: {e}") from None
-        header = _Header(member, self.zip.getinfo(member + ".npy"), shape, dtype, fortran, offset)
-        self.declared += header.nbytes
-        return header
-
-    def check_budget(self) -> None:
-        """Refuse to read arrays totalling more than MAX_BYTES, or MAX_INFLATION × the file."""
-        if self.declared > MAX_BYTES:
-            raise ModelFileError(f"declares {self.declared:,} bytes of arrays, more than "
-                                 f"tinynn.saving.MAX_BYTES = {MAX_BYTES:,}")
-        if self.declared > MAX_INFLATION * max(self.size, 1 << 16):
-            raise ModelFileError(f"declares {self.declared:,} bytes of arrays in a file of "
-                                 f"{self.size:,} bytes: more than MAX_INFLATION = "
-                                 f"{MAX_INFLATION}× its size (a compression bomb?)")
-
-    def config(self) -> dict:
-        if "config" not in self.names:
-            raise ModelFileError("not a tinynn file (no config inside)")
-        header = self.header("config")
-        if header.dtype.kind != "U" or header.shape != ():
-            raise ModelFileError(f"config must be one string, got {header.dtype} {header.shape}")
-        if header.nbytes > MAX_CONFIG_BYTES:
-            raise ModelFileError(f"config of {header.nbytes:,} bytes is larger than "
-                                 f"MAX_CONFIG_BYTES = {MAX_CONFIG_BYTES:,}")
-        self.declared -= header.nbytes  # counted against its own limit
-        try:
-            return json.loads(str(self.load([header])[0]))
-        except RecursionError:
-            raise ModelFileError("config nests too deeply") from None
-
-    def stored_weights(self) -> list[_Header]:
-        """Headers of ``weights/0``, ``weights/1``, …: float32 or float64, none missing."""
-        count = 0
-        while f"weights/{count}" in self.names:
-            count += 1
-        others = sorted(n for n in self.names if n.startswith("weights/")
-                        and n not in {f"weights/{i}" for i in range(count)})
-        if others:
-            raise ModelFileError(f"expected weight arrays weights/0 … weights/{count - 1}, "
-                                 f"found also {others[:3]}")
-        headers = [self.header(f"weights/{i}") for i in range(count)]
-        for h in headers:
-            if h.dtype not in DTYPES:
-                raise ModelFileError(f"{h.member} has dtype {h.dtype}; model files hold "
-                                     f"{[str(d) for d in DTYPES]}")
-        return headers
-
-    def load(self, headers: list[_Header]) -> list[np.ndarray]:
-        """The members' data, each read into an array of its checked size."""
-        return [self._load(h) for h in headers]
-
-    def _load(self, h: _Header) -> np.ndarray:
-        array = np.empty(h.shape[::-1] if h.fortran else h.shape, h.dtype)
-        view = memoryview(array.reshape(-1).view(np.uint8)) if array.size else memoryview(b"")
-        with self.zip.open(h.info) as f:
-            f.read(h.offset)
-            done = 0
-            while done < h.nbytes:
-                chunk = f.read(min(1 << 20, h.nbytes - done))
-                if not chunk:
-                    raise ModelFileError(f"{h.member} ends early")
-                view[done:done + len(chunk)] = chunk
-                done += len(chunk)
-            if f.read(1):  # (reading to the end also makes zipfile check the CRC)
-                raise ModelFileError(f"{h.member} holds more than its header says")
-        return array.T if h.fortran else array

@@ -123,6 +123,34 @@ def restore(model, state: tuple) -> None:
             layer.state[k][...] = saved[k]
 
 
+def step_on_batch(model, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """``train_on_batch``: one step; a step that breaks the weights is undone and reported."""
+    model.optimizer.check_variables(model.weights)
+    saved = snapshot(model)
+    loss, y_pred, fault = model.train_step(x, y)
+    if fault == Fault.WEIGHTS:
+        restore(model, saved)
+    if fault:
+        report_fault(None, 0, fault, verbose=0)
+    return RunningMeans(model.metrics).add_batch(loss, y_pred, y)
+
+
+def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int) -> dict[str, float]:
+    """The loss (and metrics) of checked x and y: every row at once on the compiled path
+    (the same mean as batch by batch), else ``batch_size`` rows at a time."""
+    totals = RunningMeans(model.metrics)
+    plan = engine.plan(model, training=False)
+    if plan:
+        z, y_pred, _ = engine.forward_all(plan, x)
+        per_sample = model.loss.forward(y, y_pred, z if plan.has_logits else None)
+        return totals.add(float(per_sample.sum()), correct_count(y_pred, y), len(y))
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        y_pred = model.forward(xb)
+        totals.add_batch(model.loss_of(yb, y_pred), y_pred, yb)
+    return totals.logs()
+
+
 def report_fault(epoch: int | None, step: int, fault: Fault, verbose: int) -> dict:
     """Warn that training stopped (Keras's TerminateOnNaN, on by default), and say where."""
     where = f"epoch {epoch + 1}, step {step + 1}" if epoch is not None else "this batch"

@@ -1,0 +1,103 @@
+"""Writing a file so that a crash never leaves half of it, nor a temporary file for long.
+
+The data goes to a temporary file ``.<name>.<pid>.<random>.tmp`` beside the
+target (through a symlink: beside its target), is flushed to disk and renamed
+over the target, so a crash leaves the old file intact. The new file gets the
+mode of the file it replaces, or the umask's default mode. Temporary files
+left by a writer killed mid-write are removed by the next write of the same
+target (see ``_remove_stale_temporaries``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import stat
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+#: A temporary file this old whose writer is gone is removed by the next save.
+STALE_SECONDS = 60.0
+
+
+def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+    """``write(file)`` into a temporary file beside ``path``, flushed, then renamed over it."""
+    target = Path(os.path.realpath(path))  # through a symlink: replace its target, not the link
+    _remove_stale_temporaries(target)
+    try:
+        mode = stat.S_IMODE(os.stat(target).st_mode)  # keep the replaced file's mode
+    except FileNotFoundError:
+        mode = None  # a new file: os.open applies the umask to 0o666
+    tmp = target.parent / f".{target.name}.{os.getpid()}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if mode is not None:
+                os.chmod(tmp, mode)
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+        _fsync_directory(target.parent)
+    finally:
+        if os.path.lexists(tmp):
+            os.remove(tmp)
+
+
+def _temporary_pattern(target: Path) -> re.Pattern:
+    """Names of temporaries for ``target``: ours (with the writer's PID) and older tinynn's."""
+    name = re.escape(target.name)
+    return re.compile(rf"\.{name}\.(?:(?P<pid>\d+)\.[0-9a-f]{{16}}|[a-z0-9_]{{8}})\.tmp")
+
+
+def _remove_stale_temporaries(target: Path) -> None:
+    """Remove temporaries of ``target`` left by writers that were killed mid-save.
+
+    A temporary is stale when its writer's process is gone (no PID in the name:
+    written by an older tinynn) *and* it has not been written to for
+    ``STALE_SECONDS``. Both, because either alone can be wrong: on a shared
+    network directory a live writer on another machine has a PID unknown here
+    (but its file keeps changing), and a local writer may pause longer than a
+    minute (but its PID is alive).
+    """
+    pattern = _temporary_pattern(target)
+    try:
+        names = os.listdir(target.parent)
+    except OSError:
+        return
+    now = time.time()
+    for name in names:
+        match = pattern.fullmatch(name)
+        if match is None or (match["pid"] and _process_alive(int(match["pid"]))):
+            continue
+        candidate = target.parent / name
+        with contextlib.suppress(OSError):  # gone already, or not ours to remove
+            info = os.lstat(candidate)
+            if stat.S_ISREG(info.st_mode) and now - info.st_mtime > STALE_SECONDS:
+                os.remove(candidate)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid <= 0:  # 0 and below address process groups, never one writer
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except OSError:  # PermissionError: it exists, as another user
+        return True
+    return True
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename itself durable (where the system allows opening a directory)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
