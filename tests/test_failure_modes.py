@@ -147,10 +147,10 @@ MODEL_CASES = [
      lambda m: m.compile("adam", "sparse_categorical_crossentropy", "accuracy"),
      TypeError, "metrics must be a list"),
     ("names", "unknown optimizer",
-     lambda m: m.compile("rmsprop", "sparse_categorical_crossentropy"), ValueError,
-     r"optimizer must be one of \['adam', 'sgd'\]"),
+     lambda m: m.compile("lion", "sparse_categorical_crossentropy"), ValueError,
+     r"optimizer must be one of \['adam', 'adamw', 'rmsprop', 'sgd'\]"),
     ("names", "unknown loss", lambda m: m.compile("adam", "mse"), ValueError,
-     r"loss must be one of \['sparse_categorical_crossentropy'\]"),
+     r"loss must be one of \['categorical_crossentropy', 'sparse_categorical_crossentropy'\]"),
 ]
 
 

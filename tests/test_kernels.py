@@ -110,37 +110,83 @@ def test_losses_and_accuracy(n, c, dtype, layout, seed, scale):
     probs = arrange(rng.random((n, c)).astype(dtype), layout)
     probs[0, 0] = 0  # exercise the clip at ε
     labels = rng.integers(0, c, size=n)
-    for name, inputs in [("sparse_softmax_cross_entropy", logits),
-                         ("sparse_probability_cross_entropy", probs)]:
+    rows = rng.random((n, c)).astype(dtype)
+    targets = (rows / rows.sum(axis=1, keepdims=True)).astype(dtype)
+    for name, inputs, y in [("sparse_softmax_cross_entropy", logits, labels),
+                            ("sparse_probability_cross_entropy", probs, labels),
+                            ("categorical_softmax_cross_entropy", logits, targets),
+                            ("categorical_probability_cross_entropy", probs + dtype(0.01),
+                             targets)]:
         for suffix in ("", "_backward"):
-            got = getattr(compiled, name + suffix)(inputs, labels)
-            want = getattr(reference, name + suffix)(inputs, labels)
+            got = getattr(compiled, name + suffix)(inputs, y)
+            want = getattr(reference, name + suffix)(inputs, y)
             assert_twins(got, want, dtype, err_msg=name + suffix)
             assert got.dtype == dtype
     np.testing.assert_array_equal(compiled.sparse_categorical_accuracy(logits, labels),
                                   reference.sparse_categorical_accuracy(logits, labels))
 
 
+OPTIMIZER_CASES = [
+    tinynn.optimizers.SGD(0.1), tinynn.optimizers.SGD(0.1, momentum=0.9),
+    tinynn.optimizers.SGD(0.1, momentum=0.9, nesterov=True), tinynn.optimizers.Adam(0.01),
+    tinynn.optimizers.AdamW(0.01, weight_decay=0.1), tinynn.optimizers.RMSprop(0.01),
+    tinynn.optimizers.RMSprop(0.01, momentum=0.5, centered=True),
+]
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_optimizer_updates(dtype):
+@pytest.mark.parametrize("optimizer", OPTIMIZER_CASES, ids=lambda o: str(o.get_config()))
+def test_optimizer_updates(optimizer, dtype):
+    """Every built-in optimizer's kernel and its twin take the same three steps."""
+    assert optimizer.kernel in compiled.UPDATES
     rng = np.random.default_rng(0)
     shape = (37, 11)
-    state = {name: [rng.normal(size=shape).astype(dtype) for _ in range(2)]
-             for name in ("w", "m")}
-    state["v"] = [rng.random(shape).astype(dtype) for _ in range(2)]
-    g = np.asfortranarray(rng.normal(size=shape).astype(dtype))
-    (w1, w2), (m1, m2), (v1, v2) = state["w"], state["m"], state["v"]
-    for a, b in [(w1, w2), (m1, m2), (v1, v2)]:
-        b[...] = a
-    compiled.adam_update(w1, g, m1, v1, 0.01, 0.9, 0.999, 1e-7)
-    reference.adam_update(w2, g, m2, v2, dtype(0.01), 0.9, 0.999, 1e-7)
-    for a, b in [(w1, w2), (m1, m2), (v1, v2)]:
-        assert_twins(a, b, dtype)
-    vel1, vel2 = np.ones(shape, dtype), np.ones(shape, dtype)
-    compiled.sgd_update(w1, g, vel1, 0.1, 0.9)
-    reference.sgd_update(w2, g, vel2, dtype(0.1), 0.9)
-    assert_twins(w1, w2, dtype)
-    assert_twins(vel1, vel2, dtype)
+    # Running means of g² (v, velocity) well above the square of the mean gradient, as they are.
+    start = {"w": rng.normal(size=shape)} | {
+        s: rng.random(shape) + (1 if s in ("v", "velocity") else -0.5)
+        for s in optimizer.slot_names}
+    gradients = [np.asfortranarray(rng.normal(size=shape).astype(dtype)) for _ in range(3)]
+    twins = []
+    for module in (compiled, reference):
+        arrays = {k: v.astype(dtype) for k, v in start.items()}
+        for step, g in enumerate(gradients, start=1):
+            getattr(module, optimizer.kernel)(
+                arrays["w"], g, *(arrays[s] for s in optimizer.slot_names),
+                *optimizer.update_arguments(step))
+        twins.append(arrays)
+    for key in start:
+        assert_twins(twins[0][key], twins[1][key], dtype, err_msg=key)
+
+
+def test_fault_checks_see_nan_in_the_optimizer_state():
+    """A NaN second moment is not flushed to 0 (``v >= tiny`` is False for NaN): it is caught."""
+    w, g = np.ones(3, np.float32), np.zeros(3, np.float32)
+    m, v = np.zeros(3, np.float32), np.array([np.nan, 1e-31, 1.0], np.float32)
+    assert not compiled._adam(w, g, m, v, 0.001, 0.9, 0.999, 1e-7)
+    assert np.isnan(v[0]) and v[1] == 0
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 40), u=st.integers(1, 200), rate=st.sampled_from([0.0, 0.2, 0.5, 0.9]),
+       seed=st.integers(0, 2**63 - 1), step=st.integers(0, 2**40),
+       dtype=st.sampled_from(DTYPES))
+def test_dropout_twins_draw_the_same_masks(n, u, rate, seed, step, dtype):
+    x = np.random.default_rng(0).normal(size=(n, u)).astype(dtype)
+    np.testing.assert_array_equal(compiled.uniform(seed, step, n * u),
+                                  reference.uniform(seed, step, n * u))
+    y, s = compiled.dropout_forward(x, rate, seed, step)
+    y_ref, s_ref = reference.dropout_forward(x, rate, seed, step)
+    np.testing.assert_array_equal(s, s_ref)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(compiled.dropout_backward(x, s), reference.dropout_backward(x, s))
+
+
+def test_dropout_masks_are_uniform_and_independent_of_neighbours():
+    u = reference.uniform(12345, 7, 200_000)
+    assert 0 <= u.min() and u.max() < 1
+    assert abs(u.mean() - 0.5) < 0.005 and abs(u.var() - 1 / 12) < 0.002
+    assert abs(np.corrcoef(u[:-1], u[1:])[0, 1]) < 0.01
+    assert not np.array_equal(u[:100], reference.uniform(12345, 8, 100))
 
 
 def test_adam_flushes_moments_that_would_turn_subnormal():
@@ -172,9 +218,12 @@ MODEL = st.fixed_dictionaries({
     "features": st.integers(1, 60),
     "n": st.integers(1, 100),
     "batch_size": st.integers(1, 64),
-    "optimizer": st.sampled_from(["adam", "sgd"]),
+    "optimizer": st.sampled_from(["adam", "sgd", "nesterov", "rmsprop", "adamw"]),
     "loss": st.sampled_from(["output_logits", "from_logits", "probabilities"]),
+    "categorical": st.booleans(),
     "output": st.sampled_from(["sigmoid", "softmax"]),
+    "output_layer": st.booleans(),  # the output activation as a layer of its own
+    "dropout": st.sampled_from([0.0, 0.3]),
     "seed": st.integers(0, 2**32 - 1),
 })
 LOSS_OPTIONS = {
@@ -196,13 +245,24 @@ def train(spec: dict, backend: str):
     activations = spec["activations"][: len(spec["widths"])]
     if spec["loss"] != "from_logits":
         activations[-1] = spec["output"]
-    layers = [tinynn.layers.Dense(u, activation=a) for u, a in zip(spec["widths"], activations)]
-    model = tinynn.Sequential(layers)
-    model.build((None, spec["features"]))
+    L = tinynn.layers
+    layers = []
+    for u, a in zip(spec["widths"], activations):
+        layers += [L.Dropout(spec["dropout"], seed=spec["seed"]), L.Dense(u, activation=a)]
+    if spec["output_layer"] and activations[-1] in ("sigmoid", "softmax"):
+        layers[-1].activation = "linear"
+        layers.append(L.Softmax() if activations[-1] == "softmax" else L.Activation("sigmoid"))
+    model = tinynn.Sequential([tinynn.Input(shape=(spec["features"],)), *layers])
     model.set_weights([rng.normal(0, 0.3, w.shape) for w in model.weights])
-    optimizer = (tinynn.optimizers.Adam() if spec["optimizer"] == "adam"
-                 else tinynn.optimizers.SGD(0.05, momentum=0.5))
-    loss = tinynn.losses.SparseCategoricalCrossentropy(**LOSS_OPTIONS[spec["loss"]])
+    optimizer = {"adam": lambda: tinynn.optimizers.Adam(),
+                 "sgd": lambda: tinynn.optimizers.SGD(0.05, momentum=0.5),
+                 "nesterov": lambda: tinynn.optimizers.SGD(0.05, momentum=0.5, nesterov=True),
+                 "rmsprop": lambda: tinynn.optimizers.RMSprop(),
+                 "adamw": lambda: tinynn.optimizers.AdamW()}[spec["optimizer"]]()
+    kind = "Categorical" if spec["categorical"] else "SparseCategorical"
+    loss = getattr(tinynn.losses, kind + "Crossentropy")(**LOSS_OPTIONS[spec["loss"]])
+    if spec["categorical"]:
+        y = tinynn.utils.to_categorical(y, classes)
     model.compile(optimizer, loss, metrics=["accuracy"])
     with tinynn.backend.using(backend):
         history = model.fit(x, y, batch_size=spec["batch_size"], epochs=2, shuffle=False,
@@ -215,8 +275,9 @@ def train(spec: dict, backend: str):
 @settings(max_examples=60, deadline=None)
 @given(spec=MODEL)
 def test_fused_training_matches_the_reference_path(spec):
-    """Any Dense stack, any batch size (the last batch partial or not), either optimizer,
-    every loss mode: two epochs of fused compiled steps end where NumPy ends."""
+    """Any Dense stack, with Dropout and output activation layers, any batch size (the last
+    batch partial or not), every optimizer, both losses in every mode: two epochs of fused
+    compiled steps end where NumPy's layer-by-layer steps end."""
     fast, fast_log, fast_pred, fast_eval = train(spec, "numba")
     slow, slow_log, slow_pred, slow_eval = train(spec, "numpy")
     # Adam divides by √v: where a gradient entry is near 0, rounding in the
@@ -244,12 +305,26 @@ def test_predict_splits_rows_between_threads_without_changing_them(monkeypatch):
     np.testing.assert_array_equal(one, many)
 
 
-def test_fused_cache_stamp_follows_compiled_source():
-    """If this fails, set fused.COMPILED_SOURCE_STAMP to the value shown (see its comment)."""
-    import hashlib
-    from pathlib import Path
+def test_kernel_cache_is_stamped_by_every_kernel_file(tmp_path, monkeypatch):
+    """A change to compiled.py alone invalidates the cached fused steps too."""
+    import shutil
 
-    from tinynn.kernels import fused
+    from numba.core import caching
 
-    source = Path(compiled.__file__).read_bytes()
-    assert fused.COMPILED_SOURCE_STAMP == hashlib.sha256(source).hexdigest()[:16]
+    from tinynn.kernels import cache, fused
+
+    assert caching.CacheImpl._locator_classes[:2] == [cache._UserProvided, cache._InTree]
+    locator = fused.train_steps._cache._impl.locator
+    assert isinstance(locator, cache._AllSources)
+    assert locator.get_source_stamp() == cache.sources_stamp()
+    copy = tmp_path / "kernels"
+    shutil.copytree(cache.KERNELS, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(cache, "KERNELS", copy)
+    cache.sources_stamp.cache_clear()
+    try:
+        before = cache.sources_stamp()
+        (copy / "compiled.py").write_text((copy / "compiled.py").read_text() + "# edit\n")
+        cache.sources_stamp.cache_clear()
+        assert cache.sources_stamp() != before
+    finally:
+        cache.sources_stamp.cache_clear()

@@ -20,6 +20,7 @@ from tinynn import (
     losses,
     metrics,
     models,
+    ops,
     optimizers,
     saving,
     utils,
@@ -27,11 +28,13 @@ from tinynn import (
 )
 from tinynn.backend import get_backend, set_backend
 from tinynn.gradcheck import gradcheck
+from tinynn.layers import Input
 from tinynn.models import Sequential
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Input",
     "Sequential",
     "activations",
     "callbacks",
@@ -43,6 +46,7 @@ __all__ = [
     "losses",
     "metrics",
     "models",
+    "ops",
     "optimizers",
     "saving",
     "set_backend",

@@ -1,15 +1,16 @@
-"""The fast path of ``Sequential``: hands a stack of Dense layers to ``kernels.fused``.
+"""The compiled path: hands a model of built-in parts to ``kernels.fused``.
 
 Why: called layer by layer, the compiled kernels spend more time crossing from
 Python than computing (a step of the notebook's simple model is ~20 µs of
-arithmetic). So with the ``numba`` backend, when every layer is a ``Dense``
-(after any leading ``Flatten``), ``fit`` runs many whole steps per compiled call
-and ``evaluate``/``predict`` run the forward pass over all rows in one.
-Otherwise they go layer by layer, which computes the same thing.
+arithmetic). So with the ``numba`` backend, when every layer, the loss and the
+optimizer are built-in, ``fit`` runs many whole steps per compiled call and
+``evaluate``/``predict`` run the forward pass over all rows in one. Otherwise
+they go step by step (``training.StepRunner``), which computes the same thing.
 
-The kernels work on *views* of the layers' parameters and of the optimizer's
-state, so both stay where they belong and are updated in place. Numba is
-imported only when this path first runs, so ``import tinynn`` compiles nothing.
+The model becomes a table of ops (see ``kernels.fused``). The kernels work on
+*views* of the layers' parameters and of the optimizer's state, so both stay
+where they belong and are updated in place. Numba is imported only when this
+path first runs, so ``import tinynn`` compiles nothing.
 """
 
 from __future__ import annotations
@@ -20,27 +21,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from tinynn import optimizers
-from tinynn.activations import KEEPS_LOGITS
+from tinynn import activations, layers, losses, optimizers
 from tinynn.backend import get_backend, kernels
-from tinynn.layers import Dense, Flatten
 
 #: Below this many rows per thread, starting threads costs more than it saves.
 MIN_ROWS_PER_THREAD = 2048
-
-
-def dense_layers(model) -> list[Dense] | None:
-    """The model's Dense layers if the fused path can run it, else None."""
-    if get_backend() != "numba" or not model.built:
-        return None
-    layers = list(model.layers)
-    while layers and isinstance(layers[0], Flatten):
-        layers.pop(0)
-    if not layers or not all(isinstance(layer, Dense) for layer in layers):
-        return None
-    if any(p.dtype != np.float32 for layer in layers for p in layer.params.values()):
-        return None
-    return layers
+AFFINE, ACTIVATE, DROPOUT = 0, 1, 2  # as kernels.fused
 
 
 def _fused():
@@ -49,96 +35,144 @@ def _fused():
     return fused
 
 
-def _stack(layers: list[Dense]):
-    """The layers as the kernels take them: kernels, biases (empty if none), activation codes."""
-    empty = np.empty(0, np.float32)
-    return (
-        tuple(layer.params["kernel"] for layer in layers),
-        tuple(layer.params.get("bias", empty) for layer in layers),
-        np.array([kernels().CODES[layer.activation] for layer in layers], np.int64),
-    )
+def _is_builtin(obj, registry: dict) -> bool:
+    """Exactly a built-in class: a user's subclass may have changed the math."""
+    return registry.get(type(obj).__name__) is type(obj)
+
+
+class Plan:
+    """A model's layers as fused ops: the table, the Dense layers and the Dropout layers."""
+
+    def __init__(self, model, training: bool):
+        self.rows, self.dense, self.dropouts = [], [], []
+        width = int(np.prod(model.leaf_layers[0].input_shape))
+        for layer in model.leaf_layers:
+            self._add(layer, width, training)
+            width = int(np.prod(layer.compute_output_shape(layer.input_shape)))
+        self.ops = np.array(self.rows, np.int64).reshape(-1, 3)
+        self.Ws = tuple(d.params["kernel"] for d in self.dense)
+        empty = np.empty(0, np.float32)
+        self.bs = tuple(d.params.get("bias", empty) for d in self.dense)
+        last = self.ops[-1] if len(self.ops) else None
+        #: The output is a sigmoid or softmax, whose logits a loss may read.
+        self.has_logits = bool(last is not None and last[0] == ACTIVATE and last[1] in {
+            kernels().CODES[a] for a in activations.KEEPS_LOGITS})
+
+    def _add(self, layer, width: int, training: bool) -> None:
+        codes = kernels().CODES
+        if isinstance(layer, layers.Dense):
+            self.rows.append((AFFINE, len(self.dense), layer.units))
+            self.dense.append(layer)
+            width = layer.units
+        if isinstance(layer, (layers.Dense, layers.Activation)) and layer.activation != "linear":
+            self.rows.append((ACTIVATE, codes[layer.activation], width))
+        if isinstance(layer, layers.Dropout) and training and layer.rate > 0:
+            self.rows.append((DROPOUT, len(self.dropouts), width))
+            self.dropouts.append(layer)
+
+
+def plan(model, training: bool) -> Plan | None:
+    """The model as fused ops, or None if the compiled path cannot run it.
+
+    It runs models whose layers are all built-in, with float32 weights and at
+    least one Dense layer, on the numba backend; for training, the loss and the
+    optimizer must be built-in too.
+    """
+    if get_backend() != "numba" or not model.built:
+        return None
+    leaves = model.leaf_layers
+    if not all(_is_builtin(layer, layers.LAYERS) for layer in leaves):
+        return None
+    if not any(isinstance(layer, layers.Dense) for layer in leaves):
+        return None
+    if any(w.dtype != np.float32 or not w.flags.c_contiguous for w in model.weights):
+        return None
+    if training and not (_is_builtin(model.optimizer, optimizers.OPTIMIZERS)
+                         and _is_builtin(model.loss, losses.LOSSES)):
+        return None
+    return Plan(model, training)
 
 
 def _rows_2d(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.reshape(len(x), -1), dtype=np.float32)
 
 
-class FusedTrainer:
-    """Runs the steps of ``fit`` for a model of Dense layers, many per compiled call."""
+class CompiledRunner:
+    """Runs the steps of ``fit`` for a model of built-in parts, many per compiled call."""
 
-    def __init__(self, model, layers: list[Dense]):
-        self.model = model
-        self.Ws, self.bs, self.codes = _stack(layers)
+    def __init__(self, model, fused_plan: Plan):
+        self.model, self.plan = model, fused_plan
         opt = model.optimizer
         if opt.slots is None:
             opt.build(model.weights)
-        # Slots come in model.weights order: kernel, bias, kernel, bias, …
-        slots = iter(opt.slots)
-        per_layer = [{key: next(slots) for key in layer.params} for layer in layers]
+        weights = model.weights
+        self.P = tuple(w.reshape(-1) for w in weights)
         empty = np.empty(0, np.float32)
-
-        def state(name: str, key: str):
-            return tuple(s[key][name] if key in s else empty for s in per_layer)
-
-        fused = _fused()
-        if isinstance(opt, optimizers.Adam):
-            self.kind = fused.ADAM
-            self.s1W, self.s1b = state("m", "kernel"), state("m", "bias")
-            self.s2W, self.s2b = state("v", "kernel"), state("v", "bias")
-            self.hyper = (opt.learning_rate, opt.beta_1, opt.beta_2, opt.epsilon)
-        elif isinstance(opt, optimizers.SGD):
-            self.kind = fused.SGD
-            self.s1W, self.s1b = state("velocity", "kernel"), state("velocity", "bias")
-            self.s2W, self.s2b = self.s1W, self.s1b
-            self.hyper = (opt.learning_rate, opt.momentum, 0.0, 0.0)
-        else:
-            raise TypeError(f"no fused update for {type(opt).__name__}")
+        names = opt.slot_names
+        self.S = tuple(
+            tuple(s[names[i]].reshape(-1) if i < len(names) else empty for s in opt.slots)
+            for i in range(3))
+        starts = np.cumsum([0] + [len(layer.params) for layer in model.leaf_layers])
+        where = {id(layer): int(s) for layer, s in zip(model.leaf_layers, starts)}
+        self.param_index = np.array([where[id(d)] for d in fused_plan.dense], np.int64)
+        self.update = kernels().UPDATES.index(opt.kernel)
         loss = model.loss
-        self.on_logits = loss.use_output_logits and layers[-1].activation in KEEPS_LOGITS
-        self.softmax_formula = self.on_logits or loss.from_logits
+        formula = loss.formula(fused_plan.has_logits)
+        self.on_logits = formula == "output_logits"
+        self.softmax_formula = formula != "probabilities"
+        self.categorical = isinstance(loss, losses.CategoricalCrossentropy)
         self.clip_epsilon = np.float32(loss.epsilon)
+        d = fused_plan.dropouts
+        self.rates = np.array([layer.rate for layer in d], np.float64)
+        self.seeds = np.array([layer.seed for layer in d], np.int64)
 
-    def sparse_inputs(self, x: np.ndarray):
-        """x as compressed sparse rows, the form the first layer reads (made once per fit)."""
-        return kernels()._sparse_rows(_rows_2d(x))
+    def prepare(self, x: np.ndarray, y: np.ndarray) -> tuple:
+        """The data as the kernel reads it: x as compressed sparse rows (made once per fit),
+        class labels, and target rows for a categorical loss."""
+        labels = y if y.ndim == 1 else np.argmax(y, axis=1)
+        targets = y if y.ndim == 2 else np.empty((1, 1), np.float32)
+        return kernels()._sparse_rows(_rows_2d(x)), labels, targets
 
-    def run(self, x, y, order, batch_size: int, first: int, last: int) -> tuple:
-        """Steps first … last − 1 on ``sparse_inputs(x)``.
-
-        Returns (loss sum, correct, seen, step stopped at, fault code): see
-        ``kernels.fused.train_steps``.
-        """
-        opt = self.model.optimizer
-        lr, b1, b2, eps = self.hyper
+    def run(self, data: tuple, order, batch_size: int, first: int, last: int) -> tuple:
+        """Steps first … last − 1; returns (loss sum, correct, seen, step stopped at, fault)."""
+        x, labels, targets = data
+        opt, p = self.model.optimizer, self.plan
+        arguments = np.array([opt.update_arguments(opt.iterations + 1 + s)
+                              for s in range(last - first)], np.float64).reshape(last - first, -1)
+        counters = np.array([int(layer.state["step"][0]) for layer in p.dropouts], np.int64)
         result = _fused().train_steps(
-            x, y, order, batch_size, first, last,
-            self.Ws, self.bs, self.codes, self.s1W, self.s1b, self.s2W, self.s2b,
-            self.on_logits, self.softmax_formula, self.clip_epsilon,
-            self.kind, lr, b1, b2, eps, opt.iterations,
+            x, labels, targets, order, batch_size, first, last,
+            p.ops, p.Ws, p.bs, self.param_index, self.rates, self.seeds, counters,
+            self.on_logits, self.categorical, self.softmax_formula, self.clip_epsilon,
+            self.update, self.P, *self.S, arguments,
         )  # fmt: skip
-        opt.iterations += result[3] - first
+        done = result[3] - first
+        opt.iterations += done
+        for layer in p.dropouts:
+            layer.state["step"][0] += done
         return result
 
 
-def forward_all(layers: list[Dense], x: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
-    """(z of the last layer, outputs, whether x was all finite) for every row of x.
+def forward_all(fused_plan: Plan, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(logits, outputs, whether x was all finite) for every row of x, at inference.
 
-    z and outputs have shape (n, c).
+    Logits and outputs have shape (n, c); the logits are the input of a final
+    activation (else the outputs).
 
     Rows are independent, so large inputs are split between threads (one per
     core): each runs the compiled kernel, which releases the GIL, on its own
     rows. The results do not depend on the split.
     """
     fused = _fused()
-    Ws, bs, codes = _stack(layers)
+    p = fused_plan
     x = _rows_2d(x)
-    n, c = len(x), layers[-1].units
+    n, c = len(x), int(p.ops[-1, 2])
     out_z, out_a = np.empty((n, c), np.float32), np.empty((n, c), np.float32)
     workers = min(os.cpu_count() or 1, max(1, n // MIN_ROWS_PER_THREAD))
     bounds = np.linspace(0, n, workers + 1).astype(int)
 
     def work(i: int) -> bool:
-        return fused.forward_rows(x, int(bounds[i]), int(bounds[i + 1]), Ws, bs, codes,
+        return fused.forward_rows(x, int(bounds[i]), int(bounds[i + 1]), p.ops, p.Ws, p.bs,
                                   out_z, out_a)
 
     finite = work(0) if workers == 1 else all(_pool().map(work, range(workers)))

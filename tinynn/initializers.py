@@ -52,3 +52,20 @@ def get(identifier: str | Callable) -> Callable:
             f"initializer must be one of {sorted(INITIALIZERS)} or a callable, got {identifier!r}"
         )
     return INITIALIZERS[identifier]
+
+
+def checked(initializer: Callable, shape: tuple[int, ...], name: str) -> np.ndarray:
+    """``initializer(shape)`` as float32, refused unless it has that shape and is finite.
+
+    A user's initializer that returns, say, a transposed kernel would otherwise
+    train on garbage.
+    """
+    w = np.asarray(initializer(shape))
+    if w.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must return real numbers, got dtype {w.dtype}")
+    if w.shape != tuple(shape):
+        raise ValueError(f"{name} must return an array of shape {tuple(shape)}, got {w.shape}")
+    w = w.astype(np.float32)
+    if not np.isfinite(w).all():
+        raise ValueError(f"{name} returned non-finite values")
+    return w

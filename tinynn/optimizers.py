@@ -1,8 +1,17 @@
-"""Optimizers: ``Adam`` and ``SGD``, in Keras's exact form.
+"""Optimizers, in Keras's exact forms: ``SGD`` (with momentum, Nesterov), ``Adam``,
+``AdamW`` and ``RMSprop``.
 
-An optimizer owns its state (Adam's moments, SGD's velocity): one slot array
-per parameter, created the first time it sees the parameters. Layers hold only
-parameters and gradients.
+**The contract.** An optimizer names its per-parameter state in ``slot_names``
+and moves one parameter in ``update_step(gradient, variable, slots)``, in
+place. ``apply_gradients`` creates the slots (zeros) on first use and calls
+``update_step`` for every parameter; ``self.learning_rate`` and
+``self.iterations`` (the steps done before this one) are read at every step,
+so a callback may change the rate. A subclass that keeps to it trains with
+``fit`` on every backend.
+
+The built-in optimizers name an update kernel of ``tinynn.kernels`` and the
+scalar arguments it takes at step t (``update_arguments``): the same numbers
+drive the step-by-step path and the compiled one.
 """
 
 from __future__ import annotations
@@ -11,28 +20,60 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from tinynn import validation
+from tinynn import utils, validation
 from tinynn.backend import kernels
 
 
 class Optimizer:
-    """Base class: counts steps and keeps one set of slot arrays per parameter.
+    """Base class: counts steps and keeps one dict of slot arrays per parameter.
 
     Args:
         learning_rate: step size, > 0.
+
+    >>> import numpy as np
+    >>> class SignDescent(Optimizer):  # w -= lr · sign(g), with no state
+    ...     def update_step(self, gradient, variable, slots):
+    ...         variable -= self.learning_rate * np.sign(gradient)
+    >>> w = np.zeros(2, np.float32)
+    >>> SignDescent(learning_rate=0.5).apply_gradients([(np.array([3.0, -1.0]), w)])
+    >>> w
+    array([-0.5,  0.5], dtype=float32)
     """
 
     #: Names of the per-parameter state arrays, e.g. ("m", "v") for Adam.
     slot_names: tuple[str, ...] = ()
 
-    def __init__(self, learning_rate: float):
+    def __init__(self, learning_rate: float = 0.001):
         self.learning_rate = validation.positive_float(learning_rate, "learning_rate")
         self.iterations = 0
         self.slots: list[dict[str, np.ndarray]] | None = None
+        self._variables: list[np.ndarray] | None = None
 
     def build(self, variables: list[np.ndarray]) -> None:
         """Create zeroed state for each parameter array."""
         self.slots = [{s: np.zeros_like(w) for s in self.slot_names} for w in variables]
+        self._variables = list(variables)
+
+    def check_variables(self, variables: list[np.ndarray]) -> None:
+        """Refuse parameters other than the ones this optimizer was built for, as Keras does.
+
+        An optimizer's state belongs to the arrays it was built for (or, after
+        loading a model file, to arrays of the same shapes, which it then adopts).
+        """
+        if self.slots is None:
+            return
+        if self._variables is not None:
+            same = len(variables) == len(self._variables) and all(
+                a is b for a, b in zip(variables, self._variables))
+        else:
+            same = len(variables) == len(self.slots) and all(
+                s[k].shape == w.shape for s, w in zip(self.slots, variables) for k in s)
+        if not same:
+            raise ValueError(
+                f"this optimizer holds state for {len(self.slots)} other parameter arrays: an "
+                f"optimizer belongs to one model (give each model its own, or compile again)"
+            )
+        self._variables = list(variables)
 
     def apply_gradients(self, grads_and_vars: Iterable[tuple[np.ndarray, np.ndarray]]) -> None:
         """Take one step: update every parameter in place from its gradient.
@@ -42,23 +83,73 @@ class Optimizer:
                 in the same order.
         """
         pairs = list(grads_and_vars)
+        self.check_variables([w for _, w in pairs])
         if self.slots is None:
             self.build([w for _, w in pairs])
-        if len(pairs) != len(self.slots):
-            raise ValueError(
-                f"optimizer was built for {len(self.slots)} parameters, got {len(pairs)}"
-            )
+        for (g, w), slots in zip(pairs, self.slots):
+            self.update_step(g, w, slots)
         self.iterations += 1
-        self._update(pairs)
 
-    def _update(self, pairs: list[tuple[np.ndarray, np.ndarray]]) -> None:
-        raise NotImplementedError
+    def update_step(self, gradient: np.ndarray, variable: np.ndarray,
+                    slots: dict[str, np.ndarray]) -> None:
+        """Move ``variable`` (any shape) against ``gradient`` (same shape), in place."""
+        raise NotImplementedError(f"{type(self).__name__} must define update_step")
 
     def get_config(self) -> dict:
         return {"learning_rate": self.learning_rate}
 
 
-class Adam(Optimizer):
+class KernelOptimizer(Optimizer):
+    """A built-in optimizer: ``kernels.<kernel>(variable, gradient, *slots, *arguments)``."""
+
+    #: The name of the update function in ``tinynn.kernels``.
+    kernel = ""
+
+    def update_arguments(self, step: int) -> tuple[float, ...]:
+        """The kernel's scalar arguments for step ``step`` (1 for the first)."""
+        raise NotImplementedError
+
+    def update_step(self, gradient, variable, slots) -> None:
+        update = getattr(kernels(), self.kernel)
+        update(variable, gradient, *(slots[s] for s in self.slot_names),
+               *self.update_arguments(self.iterations + 1))
+
+
+class SGD(KernelOptimizer):
+    """Stochastic gradient descent with optional momentum, as Keras writes it.
+
+    velocity = momentum · velocity − lr · g,  w += velocity
+    (Nesterov: w += momentum · velocity − lr · g)
+
+    Args:
+        learning_rate: lr, default 0.01.
+        momentum: in [0, 1), default 0 (plain gradient descent).
+        nesterov: use Nesterov momentum.
+
+    >>> import numpy as np
+    >>> w = np.ones(2, np.float32)
+    >>> SGD(learning_rate=0.5).apply_gradients([(np.array([1, 2], np.float32), w)])
+    >>> w
+    array([0.5, 0. ], dtype=float32)
+    """
+
+    slot_names = ("velocity",)
+    kernel = "sgd_update"
+
+    def __init__(self, learning_rate: float = 0.01, momentum: float = 0.0,
+                 nesterov: bool = False):
+        super().__init__(learning_rate)
+        self.momentum = validation.fraction(momentum, "momentum")
+        self.nesterov = validation.boolean(nesterov, "nesterov")
+
+    def update_arguments(self, step: int) -> tuple[float, ...]:
+        return (self.learning_rate, self.momentum, float(self.nesterov))
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
+
+
+class Adam(KernelOptimizer):
     """Adam (Kingma & Ba, 2015) as Keras writes it.
 
     t += 1,  lr_t = lr · √(1 − β₂ᵗ) / (1 − β₁ᵗ)
@@ -78,81 +169,108 @@ class Adam(Optimizer):
     """
 
     slot_names = ("m", "v")
+    kernel = "adam_update"
 
-    def __init__(
-        self,
-        learning_rate: float = 0.001,
-        beta_1: float = 0.9,
-        beta_2: float = 0.999,
-        epsilon: float = 1e-7,
-    ):
+    def __init__(self, learning_rate: float = 0.001, beta_1: float = 0.9,
+                 beta_2: float = 0.999, epsilon: float = 1e-7):
         super().__init__(learning_rate)
         self.beta_1 = validation.fraction(beta_1, "beta_1")
         self.beta_2 = validation.fraction(beta_2, "beta_2")
         self.epsilon = validation.positive_float(epsilon, "epsilon")
 
-    def _update(self, pairs):
-        # float32 throughout, as Keras computes lr_t.
-        f32 = np.float32
-        t = f32(self.iterations)
-        lr_t = (
-            f32(self.learning_rate)
-            * np.sqrt(f32(1) - f32(self.beta_2) ** t)
-            / (f32(1) - f32(self.beta_1) ** t)
-        )
-        update = kernels().adam_update
-        for (g, w), slot in zip(pairs, self.slots):
-            update(w, g, slot["m"], slot["v"], lr_t, self.beta_1, self.beta_2, self.epsilon)
+    def lr_t(self, step: int) -> np.float32:
+        """lr · √(1 − β₂ᵗ) / (1 − β₁ᵗ), in float32 as Keras computes it."""
+        f, t = np.float32, np.float32(step)
+        return (f(self.learning_rate) * np.sqrt(f(1) - f(self.beta_2) ** t)
+                / (f(1) - f(self.beta_1) ** t))
+
+    def update_arguments(self, step: int) -> tuple[float, ...]:
+        return (float(self.lr_t(step)), self.beta_1, self.beta_2, self.epsilon)
 
     def get_config(self) -> dict:
-        return {
-            **super().get_config(),
-            "beta_1": self.beta_1,
-            "beta_2": self.beta_2,
-            "epsilon": self.epsilon,
-        }
+        return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,
+                "epsilon": self.epsilon}
 
 
-class SGD(Optimizer):
-    """Stochastic gradient descent with optional momentum, as Keras writes it.
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter, 2019), as Keras writes it.
 
-    velocity = momentum · velocity − lr · g,  w += velocity
+    w −= w · weight_decay · lr, then the Adam step.
 
     Args:
-        learning_rate: lr, default 0.01.
-        momentum: in [0, 1), default 0 (plain gradient descent).
+        learning_rate, beta_1, beta_2, epsilon: as ``Adam``.
+        weight_decay: default 0.004 (Keras's).
 
     >>> import numpy as np
-    >>> w = np.ones(2, np.float32)
-    >>> SGD(learning_rate=0.5).apply_gradients([(np.array([1, 2], np.float32), w)])
-    >>> w
-    array([0.5, 0. ], dtype=float32)
+    >>> w = np.ones(1, np.float32)
+    >>> AdamW(learning_rate=0.1, weight_decay=0.5).apply_gradients([(np.zeros(1), w)])
+    >>> w  # decayed by 0.5 · 0.1; a zero gradient moves it no further
+    array([0.95], dtype=float32)
     """
 
-    slot_names = ("velocity",)
+    kernel = "adamw_update"
 
-    def __init__(self, learning_rate: float = 0.01, momentum: float = 0.0):
-        super().__init__(learning_rate)
-        self.momentum = validation.fraction(momentum, "momentum")
+    def __init__(self, learning_rate: float = 0.001, weight_decay: float = 0.004,
+                 beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-7):
+        super().__init__(learning_rate, beta_1, beta_2, epsilon)
+        self.weight_decay = validation.fraction(weight_decay, "weight_decay")
 
-    def _update(self, pairs):
-        update = kernels().sgd_update
-        for (g, w), slot in zip(pairs, self.slots):
-            update(w, g, slot["velocity"], self.learning_rate, self.momentum)
+    def update_arguments(self, step: int) -> tuple[float, ...]:
+        return (*super().update_arguments(step), self.weight_decay * self.learning_rate)
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "momentum": self.momentum}
+        return {**super().get_config(), "weight_decay": self.weight_decay}
 
 
-OPTIMIZERS = {"adam": Adam, "sgd": SGD}
+class RMSprop(KernelOptimizer):
+    """RMSprop (Hinton's lecture 6e), as Keras writes it.
+
+    velocity = ρ · velocity + (1 − ρ) · g²,  w −= lr · g / √(velocity + ε)
+
+    Args:
+        learning_rate: lr, default 0.001.
+        rho: decay of the running mean of g², default 0.9.
+        momentum: momentum of the step, default 0.
+        epsilon: ε, default 1e-7.
+        centered: divide by an estimate of the gradient's variance instead.
+
+    >>> import numpy as np
+    >>> w = np.zeros(1, np.float32)
+    >>> RMSprop(learning_rate=0.01).apply_gradients([(np.ones(1, np.float32), w)])
+    >>> w.round(4)  # lr / √(1 − ρ): the first step is large
+    array([-0.0316], dtype=float32)
+    """
+
+    slot_names = ("velocity", "momentum", "average_gradient")
+    kernel = "rmsprop_update"
+
+    def __init__(self, learning_rate: float = 0.001, rho: float = 0.9, momentum: float = 0.0,
+                 epsilon: float = 1e-7, centered: bool = False):
+        super().__init__(learning_rate)
+        self.rho = validation.fraction(rho, "rho")
+        self.momentum = validation.fraction(momentum, "momentum")
+        self.epsilon = validation.positive_float(epsilon, "epsilon")
+        self.centered = validation.boolean(centered, "centered")
+
+    def update_arguments(self, step: int) -> tuple[float, ...]:
+        return (self.learning_rate, self.rho, self.momentum, self.epsilon, float(self.centered))
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "rho": self.rho, "momentum": self.momentum,
+                "epsilon": self.epsilon, "centered": self.centered}
+
+
+#: The built-in optimizers by class name, and by Keras's string names.
+OPTIMIZERS = utils.registry(KernelOptimizer, __name__)
+NAMES = {name.lower(): cls for name, cls in OPTIMIZERS.items() if name != "KernelOptimizer"}
 
 
 def get(identifier: str | Optimizer) -> Optimizer:
     """An optimizer object from its Keras name (with default settings), or the object itself."""
     if isinstance(identifier, Optimizer):
         return identifier
-    if not isinstance(identifier, str) or identifier.lower() not in OPTIMIZERS:
+    if not isinstance(identifier, str) or identifier.lower() not in NAMES:
         raise ValueError(
-            f"optimizer must be one of {sorted(OPTIMIZERS)} or an Optimizer, got {identifier!r}"
+            f"optimizer must be one of {sorted(NAMES)} or an Optimizer, got {identifier!r}"
         )
-    return OPTIMIZERS[identifier.lower()]()
+    return NAMES[identifier.lower()]()

@@ -1,9 +1,17 @@
-"""The bookkeeping around training steps: running means, faults, and when to call back.
+"""How ``fit`` runs: the step runners, and the bookkeeping around steps.
 
-``Sequential.fit`` runs steps in calls of ``STEPS_PER_CALL``; this module holds
-what it needs besides the algorithm itself: Keras's per-epoch means, the
-codes for a step that broke (and the warning that reports it), and whether a
-callback wants to hear about every batch.
+A *runner* takes an epoch's steps ``first … last − 1`` and reports (loss sum,
+number right, samples seen, the step it stopped at, a ``Fault``). There are
+two, chosen once per ``fit`` by ``runner_for``:
+
+* ``StepRunner``: the textbook, one step at a time through the model's own
+  ``train_step`` (each layer's forward and backward, the optimizer's
+  ``update_step``). It runs any layer or optimizer that keeps the contracts.
+* ``engine.CompiledRunner``: the same steps, many per compiled call, for models
+  made only of built-in parts on the numba backend.
+
+Besides: Keras's per-epoch means, the codes for a step that broke (and the
+warning that reports it), and whether a callback wants to hear about every batch.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import warnings
 
 import numpy as np
 
+from tinynn import engine
 from tinynn.backend import kernels
 from tinynn.callbacks import Callback, ProgbarLogger
 
@@ -26,14 +35,98 @@ class Fault(enum.IntEnum):
 
     NONE = 0  # every step ran
     LOSS = 1  # a step's loss was NaN or infinite; it was not applied
-    WEIGHTS = 2  # a step's update made a weight NaN or infinite; it is undone
+    WEIGHTS = 2  # a step's update made a weight or optimizer state NaN or infinite; undone
+
+
+class StepRunner:
+    """One step at a time: ``model.train_step`` on each batch."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def prepare(self, x: np.ndarray, y: np.ndarray) -> tuple:
+        return x, y
+
+    def run(self, data: tuple, order, batch_size: int, first: int, last: int) -> tuple:
+        """Steps first … last − 1; returns (loss sum, correct, seen, step stopped at, fault)."""
+        x, y = data
+        totals = RunningMeans([])
+        for step in range(first, last):
+            idx = order[step * batch_size : (step + 1) * batch_size]
+            loss, y_pred, fault = self.model.train_step(x[idx], y[idx])
+            if fault:
+                return totals.loss_sum, totals.correct, totals.seen, step, fault
+            totals.add_batch(loss, y_pred, y[idx])
+        return totals.loss_sum, totals.correct, totals.seen, last, Fault.NONE
+
+
+def runner_for(model) -> StepRunner | engine.CompiledRunner:
+    """The one place that decides how a model trains: compiled if it can, else step by step."""
+    plan = engine.plan(model, training=True)
+    return engine.CompiledRunner(model, plan) if plan else StepRunner(model)
+
+
+def train_epoch(model, runner, data, order, batch_size: int, per_call: int, hooks,
+                epoch: int, verbose: int) -> tuple[dict, dict | None]:
+    """One epoch of ``fit``: the steps in calls of ``per_call``, the batch hooks after each.
+
+    Returns the epoch's running means and, if a step broke, where (see
+    ``report_fault``); the model then holds the weights from before that step.
+    """
+    steps = -(-len(order) // batch_size)
+    totals = RunningMeans(model.metrics)
+    for first in range(0, steps, per_call):
+        last = min(first + per_call, steps)
+        saved = snapshot(model)  # so that a step that breaks the weights can be undone
+        loss_sum, correct, seen, stop, fault = runner.run(data, order, batch_size, first, last)
+        if fault == Fault.WEIGHTS:
+            # Back to the start of this call, then the good steps again (they
+            # compute the same thing twice, bit for bit).
+            restore(model, saved)
+            if stop > first:
+                loss_sum, correct, seen, _, _ = runner.run(data, order, batch_size, first, stop)
+        totals.add(loss_sum, correct, seen)
+        if fault:
+            return totals.logs(), report_fault(epoch, stop, Fault(fault), verbose)
+        hooks.call("on_train_batch_end", last - 1, totals.logs())
+        if model.stop_training:
+            break
+    return totals.logs(), None
+
+
+def snapshot(model) -> tuple:
+    """Copies of everything a step changes: weights, optimizer state and step count, and
+    the layers' state (Dropout's counters)."""
+    opt = model.optimizer
+    slots = None if opt.slots is None else [{k: a.copy() for k, a in s.items()}
+                                            for s in opt.slots]
+    states = [{k: a.copy() for k, a in layer.state.items()} for layer in model.leaf_layers]
+    return model.get_weights(), slots, opt.iterations, states
+
+
+def restore(model, state: tuple) -> None:
+    """Put back what ``snapshot`` copied, in place (views of these arrays stay valid)."""
+    weights, slots, iterations, states = state
+    for w, saved in zip(model.weights, weights):
+        w[...] = saved
+    opt = model.optimizer
+    if slots is None:
+        opt.slots = None
+    else:
+        for live, saved in zip(opt.slots, slots):
+            for k in live:
+                live[k][...] = saved[k]
+    opt.iterations = iterations
+    for layer, saved in zip(model.leaf_layers, states):
+        for k in layer.state:
+            layer.state[k][...] = saved[k]
 
 
 def report_fault(epoch: int | None, step: int, fault: Fault, verbose: int) -> dict:
     """Warn that training stopped (Keras's TerminateOnNaN, on by default), and say where."""
     where = f"epoch {epoch + 1}, step {step + 1}" if epoch is not None else "this batch"
     what = ("the loss was not finite (NaN or inf)" if fault == Fault.LOSS else
-            "the update made some weights non-finite (NaN or inf)")
+            "the update made some weights or optimizer state non-finite (NaN or inf)")
     message = (f"training stopped at {where}: {what}. The weights are those from before "
                f"that step. Look for inputs with extreme values, or lower the learning rate.")
     if verbose:
@@ -75,12 +168,14 @@ class RunningMeans:
         return logs
 
     def add_batch(self, loss: float, y_pred: np.ndarray, y: np.ndarray) -> dict[str, float]:
-        """Count one batch of mean loss ``loss``, outputs ``y_pred`` (n, c) and labels ``y``."""
+        """Count one batch of mean loss ``loss``, outputs ``y_pred`` (n, c) and targets ``y``."""
         return self.add(loss * len(y), correct_count(y_pred, y), len(y))
 
 
 def correct_count(y_pred: np.ndarray, y: np.ndarray) -> int:
-    return int(kernels().sparse_categorical_accuracy(y_pred, y).sum())
+    """How many rows of y_pred have their largest entry at the class of y (labels or rows)."""
+    labels = y if y.ndim == 1 else np.argmax(y, axis=1)
+    return int(kernels().sparse_categorical_accuracy(y_pred, labels).sum())
 
 
 def wants_batches(hook: Callback) -> bool:

@@ -115,3 +115,36 @@ def labels(y: object, name: str, samples: int, classes: int) -> np.ndarray:
         raise ValueError(f"{name} must be class labels in [0, {classes}) for a model with "
                          f"{classes} outputs, got values from {low} to {high}")
     return y.astype(np.intp)
+
+
+def targets(y: object, name: str, samples: int, classes: int) -> np.ndarray:
+    """Target rows (one-hot labels or class probabilities), one per sample, as float32."""
+    try:
+        y = np.asarray(y)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{name} must be an array of one-hot rows: {e}") from None
+    if y.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold numbers (one-hot rows), got dtype {y.dtype}")
+    if y.shape != (samples, classes):
+        hint = (" (integer labels? use sparse_categorical_crossentropy, or "
+                "tinynn.utils.to_categorical)" if y.ndim == 1 else "")
+        raise ValueError(f"{name} must have shape ({samples}, {classes}), one row of {classes} "
+                         f"class weights per sample, got shape {y.shape}{hint}")
+    y = y.astype(np.float32)
+    if not np.isfinite(y).all() or (y < 0).any():
+        raise ValueError(f"{name} must hold finite, non-negative class weights")
+    return y
+
+
+def callbacks(value: object, base: type) -> list:
+    """A list of callback objects (None for none)."""
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"callbacks must be a list of Callback objects, got "
+                        f"{type(value).__name__} (wrap it in a list: callbacks=[...])")
+    for hook in value:
+        if not isinstance(hook, base):
+            raise TypeError(f"callbacks must be tinynn.callbacks.Callback objects, "
+                            f"got {type(hook).__name__}")
+    return list(value)

@@ -17,14 +17,19 @@ Choices that matter for speed:
   vectorise.
 * ``fastmath`` lets LLVM fuse multiply-adds and reorder sums, but leaves out the
   "no NaN / no inf" flags, so NaN checks still work (see ``FASTMATH``).
-* ``cache=True``: compiled code is kept on disk (see ``NUMBA_CACHE_DIR``);
-  nothing is compiled at import, only on first call.
+* ``cache=True``: compiled code is kept on disk (``kernels/cache.py`` says
+  where, and stamps it with every kernel file); nothing is compiled at import,
+  only on first call.
 """
 
 from __future__ import annotations
 
 import numba
 import numpy as np
+
+from tinynn.kernels import cache
+
+cache.install()  # before any @njit: see cache.py for why
 
 #: LLVM fast-math flags: fused multiply-adds ("contract") and reordered sums
 #: ("reassoc", so that reductions vectorise), and signed zeros ignored. Left out:
@@ -295,6 +300,54 @@ def _probability_cross_entropy(p, labels, rows, epsilon, dp):
 
 
 @njit
+def _categorical_softmax_cross_entropy(z, targets, rows, dz):
+    """Per-sample losses of softmax(z) against targets[rows]; dz = (softmax(z) · Σt − t) / n."""
+    n, c = z.shape
+    f = dz.dtype.type
+    losses = np.empty(n, dtype=np.float64)
+    for r in range(n):
+        t = targets[rows[r]]
+        top = z[r, 0]
+        for j in range(1, c):
+            top = max(top, z[r, j])
+        total, mass, dot = f(0), f(0), f(0)
+        for j in range(c):
+            dz[r, j] = np.exp(z[r, j] - top)
+            total += dz[r, j]
+            mass += t[j]
+            dot += t[j] * (z[r, j] - top)
+        losses[r] = mass * np.log(total) - dot
+        for j in range(c):
+            dz[r, j] = (dz[r, j] / total * mass - t[j]) / f(n)
+    return losses
+
+
+@njit
+def _categorical_probability_cross_entropy(p, targets, rows, epsilon, dp):
+    """Per-sample losses of outputs normalised, clipped, read as probabilities; dp: gradient."""
+    n, c = p.shape
+    f = dp.dtype.type
+    lo, hi = f(epsilon), f(1 - epsilon)
+    losses = np.empty(n, dtype=np.float64)
+    for r in range(n):
+        t = targets[rows[r]]
+        total = f(0)
+        for j in range(c):
+            total += p[r, j]
+        loss, gq = f(0), f(0)
+        for j in range(c):
+            q = p[r, j] / total
+            clipped = min(max(q, lo), hi)
+            loss -= t[j] * np.log(clipped)
+            dp[r, j] = -t[j] / clipped if lo <= q <= hi else f(0)  # dL/dq_j, for now
+            gq += dp[r, j] * q
+        losses[r] = loss
+        for j in range(c):
+            dp[r, j] = (dp[r, j] - gq) / (total * f(n))
+    return losses
+
+
+@njit
 def _correct(a, labels, rows):
     """How many rows of a have their largest entry at the label."""
     count = 0
@@ -416,6 +469,38 @@ def sparse_probability_cross_entropy_backward(probs, labels, epsilon=1e-7):
 
 
 @njit
+def categorical_softmax_cross_entropy(logits, targets):
+    """Twin of ``reference.categorical_softmax_cross_entropy``."""
+    return _categorical_softmax_cross_entropy(
+        logits, targets, np.arange(len(targets)), np.empty_like(logits)
+    ).astype(logits.dtype)
+
+
+@njit
+def categorical_softmax_cross_entropy_backward(logits, targets):
+    """Twin of ``reference.categorical_softmax_cross_entropy_backward``."""
+    dz = np.empty_like(logits)
+    _categorical_softmax_cross_entropy(logits, targets, np.arange(len(targets)), dz)
+    return dz
+
+
+@njit
+def categorical_probability_cross_entropy(probs, targets, epsilon=1e-7):
+    """Twin of ``reference.categorical_probability_cross_entropy``."""
+    return _categorical_probability_cross_entropy(
+        probs, targets, np.arange(len(targets)), epsilon, np.empty_like(probs)
+    ).astype(probs.dtype)
+
+
+@njit
+def categorical_probability_cross_entropy_backward(probs, targets, epsilon=1e-7):
+    """Twin of ``reference.categorical_probability_cross_entropy_backward``."""
+    dp = np.empty_like(probs)
+    _categorical_probability_cross_entropy(probs, targets, np.arange(len(targets)), epsilon, dp)
+    return dp
+
+
+@njit
 def sparse_categorical_accuracy(outputs, labels):
     """Twin of ``reference.sparse_categorical_accuracy``."""
     hits = np.empty(outputs.shape[0], dtype=outputs.dtype)
@@ -433,9 +518,11 @@ def _finite(value):
 
 @njit
 def _adam(w, g, m, v, lr_t, beta_1, beta_2, epsilon):
-    """One Adam step over flat arrays, in place, in the dtype of w; False if any w is not finite.
+    """One Adam step over flat arrays, in place, in the dtype of w.
 
     As Keras: 1 − β is computed in double precision, then rounded to w's dtype.
+    Returns False if any w or v is not finite (a flush must not hide a NaN:
+    ``x < flush`` is False for NaN, so NaN moments are kept, and caught).
     """
     f = w.dtype.type
     lr_t, c1, c2, epsilon = f(lr_t), f(1.0 - beta_1), f(1.0 - beta_2), f(epsilon)
@@ -444,23 +531,76 @@ def _adam(w, g, m, v, lr_t, beta_1, beta_2, epsilon):
     for i in range(w.size):
         mi = m[i] + (g[i] - m[i]) * c1
         vi = v[i] + (g[i] * g[i] - v[i]) * c2
-        m[i] = mi if abs(mi) >= flush else zero
-        v[i] = vi if vi >= flush else zero
+        m[i] = zero if abs(mi) < flush else mi
+        v[i] = zero if vi < flush else vi
         w[i] -= lr_t * m[i] / (np.sqrt(v[i]) + epsilon)
-        check += w[i] * zero  # stays 0 unless some w is NaN or ±inf (then NaN)
+        check += w[i] * zero + v[i] * zero  # stays 0 unless some w or v is NaN or ±inf
     return check == zero
 
 
 @njit
-def _sgd(w, g, velocity, lr, momentum):
+def _adamw(w, g, m, v, lr_t, beta_1, beta_2, epsilon, decay):
+    """Decoupled weight decay w −= w · decay, then ``_adam``."""
+    d = w.dtype.type(decay)
+    for i in range(w.size):
+        w[i] -= w[i] * d
+    return _adam(w, g, m, v, lr_t, beta_1, beta_2, epsilon)
+
+
+@njit
+def _sgd(w, g, velocity, lr, momentum, nesterov):
     """One SGD step over flat arrays, in place, in the dtype of w; False if any w is not finite."""
-    lr, momentum, zero = w.dtype.type(lr), w.dtype.type(momentum), w.dtype.type(0)
+    f = w.dtype.type
+    lr, momentum, zero = f(lr), f(momentum), f(0)
     check = zero
     for i in range(w.size):
         velocity[i] = momentum * velocity[i] - lr * g[i]
-        w[i] += velocity[i]
+        if nesterov:
+            w[i] += momentum * velocity[i] - lr * g[i]
+        else:
+            w[i] += velocity[i]
         check += w[i] * zero  # as in _adam
     return check == zero
+
+
+@njit
+def _rmsprop(w, g, velocity, momentum_slot, average_gradient, lr, rho, momentum, epsilon,
+             centered):
+    """One RMSprop step over flat arrays, in place; False if any w or velocity is not finite."""
+    f = w.dtype.type
+    lr, r, c, mu, epsilon, zero = f(lr), f(rho), f(1.0 - rho), f(momentum), f(epsilon), f(0)
+    check = zero
+    for i in range(w.size):
+        velocity[i] = r * velocity[i] + c * (g[i] * g[i])
+        denominator = velocity[i] + epsilon
+        if centered:
+            average_gradient[i] = r * average_gradient[i] + c * g[i]
+            denominator = velocity[i] - average_gradient[i] * average_gradient[i] + epsilon
+        increment = lr * g[i] / np.sqrt(denominator)
+        if momentum > 0:
+            momentum_slot[i] = mu * momentum_slot[i] + increment
+            w[i] -= momentum_slot[i]
+        else:
+            w[i] -= increment
+        check += w[i] * zero + velocity[i] * zero
+    return check == zero
+
+
+#: The update twins, by name; an optimizer names its kernel, and the fused
+#: step finds the loop by that name's position here (see ``_update``).
+UPDATES = ("sgd_update", "adam_update", "adamw_update", "rmsprop_update")
+
+
+@njit
+def _update(code, w, g, s0, s1, s2, args):
+    """The update named UPDATES[code] on flat arrays, slots s0…s2, scalar arguments args."""
+    if code == 0:
+        return _sgd(w, g, s0, args[0], args[1], args[2])
+    if code == 1:
+        return _adam(w, g, s0, s1, args[0], args[1], args[2], args[3])
+    if code == 2:
+        return _adamw(w, g, s0, s1, args[0], args[1], args[2], args[3], args[4])
+    return _rmsprop(w, g, s0, s1, s2, args[0], args[1], args[2], args[3], args[4])
 
 
 @njit
@@ -474,6 +614,88 @@ def adam_update(w, g, m, v, lr_t, beta_1, beta_2, epsilon):
 
 
 @njit
-def sgd_update(w, g, velocity, lr, momentum):
+def adamw_update(w, g, m, v, lr_t, beta_1, beta_2, epsilon, decay):
+    """Twin of ``reference.adamw_update``; w, m and v must be contiguous."""
+    g = np.ascontiguousarray(g).reshape(-1)
+    _adamw(w.reshape(-1), g, m.reshape(-1), v.reshape(-1), lr_t, beta_1, beta_2, epsilon, decay)
+
+
+@njit
+def sgd_update(w, g, velocity, lr, momentum, nesterov):
     """Twin of ``reference.sgd_update``: one fused pass; w and velocity must be contiguous."""
-    _sgd(w.reshape(-1), np.ascontiguousarray(g).reshape(-1), velocity.reshape(-1), lr, momentum)
+    _sgd(w.reshape(-1), np.ascontiguousarray(g).reshape(-1), velocity.reshape(-1), lr, momentum,
+         nesterov)
+
+
+@njit
+def rmsprop_update(w, g, velocity, momentum_slot, average_gradient, lr, rho, momentum, epsilon,
+                   centered):
+    """Twin of ``reference.rmsprop_update``; w and the slots must be contiguous."""
+    _rmsprop(w.reshape(-1), np.ascontiguousarray(g).reshape(-1), velocity.reshape(-1),
+             momentum_slot.reshape(-1), average_gradient.reshape(-1), lr, rho, momentum, epsilon,
+             centered)
+
+
+# ---------------------------------------------------------------- dropout
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+@njit
+def _mix(z):
+    """SplitMix64's finaliser, as ``reference._mix``."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@njit
+def _uniform_at(key, i):
+    """The i-th number of the stream with key ``key`` (see ``reference.uniform``)."""
+    z = _mix(key + np.uint64(i + 1) * _GOLDEN)
+    return np.float32(z >> np.uint64(40)) * np.float32(2.0**-24)
+
+
+@njit
+def _key(seed, step):
+    return _mix(np.uint64(seed) ^ _mix(np.uint64(step)))
+
+
+@njit
+def uniform(seed, step, size):
+    """Twin of ``reference.uniform``."""
+    key = _key(seed, step)
+    out = np.empty(size, np.float32)
+    for i in range(size):
+        out[i] = _uniform_at(key, i)
+    return out
+
+
+@njit
+def _dropout(x, rate, seed, step, y, s):
+    """y = x · s, s = 1 / (1 − rate) or 0, for a (n, u) batch (``reference.dropout_forward``)."""
+    n, u = x.shape
+    key = _key(seed, step)
+    f = y.dtype.type
+    scale, zero = f(1.0 / (1.0 - rate)), f(0)
+    for r in range(n):
+        for j in range(u):
+            keep = _uniform_at(key, r * u + j) >= rate
+            s[r, j] = scale if keep else zero
+            y[r, j] = x[r, j] * s[r, j]
+
+
+@njit
+def dropout_forward(x, rate, seed, step):
+    """Twin of ``reference.dropout_forward``."""
+    x = np.ascontiguousarray(x)
+    y, s = np.empty_like(x), np.empty_like(x)
+    _dropout(x.reshape(-1, x.shape[-1]), rate, seed, step, y.reshape(-1, x.shape[-1]),
+             s.reshape(-1, x.shape[-1]))
+    return y, s
+
+
+@njit
+def dropout_backward(dy, s):
+    """Twin of ``reference.dropout_backward``."""
+    return dy * s

@@ -4,13 +4,20 @@ Why this exists: the readable path calls a kernel per layer, per loss and per
 optimizer update, and each call from Python costs microseconds. On the
 notebook's simple model a whole step is ~20 µs of arithmetic, so the calls
 would cost more than the math. Here one call runs many steps of the same
-algorithm (forward through every layer, loss, backward, optimizer update) for a
-stack of Dense layers, with all buffers allocated once.
+algorithm (forward through every op, loss, backward, optimizer update), with
+all buffers allocated once.
 
-The layer stack arrives as tuples, one entry per layer: kernels ``Ws``,
-biases ``bs`` (empty arrays for layers without one) and activation codes.
-Optimizer state arrives the same way: ``s1W``/``s1b`` are Adam's m (or SGD's
-velocity) and ``s2W``/``s2b`` Adam's v, views of the arrays the optimizer owns.
+The model arrives as a table of *ops*, one row each, ``[kind, arg, width]``:
+
+* ``AFFINE``: z = x · W + b, with ``arg`` the index into ``Ws``/``bs`` (a Dense layer);
+* ``ACTIVATE``: a = f(z), with ``arg`` the activation code (``compiled.CODES``);
+* ``DROPOUT``: y = x · s, with ``arg`` the index into ``rates``/``seeds``/``counters``.
+
+``width`` is the op's output width. Optimizer state arrives flat: ``P``,
+``S0``, ``S1``, ``S2`` hold, for every parameter in the model's order (kernel,
+bias, kernel, …), a 1-D view of the parameter and of up to three slot arrays
+(empty where the optimizer has fewer); ``param_index[a]`` is where affine op
+a's kernel sits (its bias, if any, right after).
 """
 
 from __future__ import annotations
@@ -20,94 +27,121 @@ import numpy as np
 from tinynn.kernels.compiled import (
     _activate,
     _activate_backward,
-    _adam,
     _affine,
+    _categorical_probability_cross_entropy,
+    _categorical_softmax_cross_entropy,
     _compact,
     _correct,
+    _dropout,
     _finite,
     _input_grads,
     _probability_cross_entropy,
-    _sgd,
     _softmax_cross_entropy,
     _sparse_affine,
     _sparse_row_affine,
     _sparse_weight_grads,
     _touch_rows,
+    _update,
     _weight_grads,
     njit,
 )
 
-ADAM, SGD = 0, 1
+AFFINE, ACTIVATE, DROPOUT = 0, 1, 2
 #: How train_steps ended: all steps run, or stopped at a step whose loss was not
-#: finite (weights untouched by that step), or whose update made a weight non-finite.
+#: finite (nothing updated by that step), or whose update made a weight or an
+#: optimizer state non-finite.
 FINISHED, LOSS_NOT_FINITE, WEIGHTS_NOT_FINITE = 0, 1, 2
 
-#: Numba's disk cache notices changes to this file only, not to the kernels it
-#: calls from ``compiled.py``. This stamp, the start of compiled.py's SHA-256
-#: (checked by tests/test_kernels.py), changes whenever compiled.py does, and so
-#: keeps a stale compiled step from being loaded.
-COMPILED_SOURCE_STAMP = "8543b69c00f6b7ba"
+
+@njit
+def _gather(indptr, indices, values, rows, out):
+    """Dense rows out[r] = x[rows[r]] from compressed sparse rows."""
+    out[:] = 0
+    for r in range(len(rows)):
+        for p in range(indptr[rows[r]], indptr[rows[r] + 1]):
+            out[r, indices[p]] = values[p]
 
 
 @njit
-def _step_update(w, g, s1, s2, optimizer, lr, beta_1, beta_2, epsilon, t):
-    """Update a parameter by Adam (step t) or SGD (momentum beta_1); False if w is not finite."""
-    w, g, s1, s2 = w.reshape(-1), g.reshape(-1), s1.reshape(-1), s2.reshape(-1)
-    if optimizer == ADAM:
-        # In float32, as Keras computes lr_t.
-        f, t = np.float32, np.float32(t)
-        lr_t = f(lr) * np.sqrt(f(1) - f(beta_2) ** t) / (f(1) - f(beta_1) ** t)
-        return _adam(w, g, s1, s2, lr_t, beta_1, beta_2, epsilon)
-    return _sgd(w, g, s1, lr, beta_1)
-
-
-@njit
-def _forward(x, rows, Ws, bs, codes, zs, As, identity):
-    """Every layer's z and a for the samples rows of x (sparse rows); returns the last a."""
+def _forward(x, rows, ops, Ws, bs, rates, seeds, counters, outs, scales, dense_x, identity):
+    """Every op's output for the samples ``rows`` of x (sparse rows), in training mode."""
     n = len(rows)
     indptr, indices, values = x
-    _sparse_affine(indptr, indices, values, rows, Ws[0], bs[0], zs[0][:n])
-    _activate(zs[0][:n], As[0][:n], codes[0])
-    for layer in range(1, len(Ws)):
-        _affine(As[layer - 1][:n], identity[:n], Ws[layer], bs[layer], zs[layer][:n])
-        _activate(zs[layer][:n], As[layer][:n], codes[layer])
-    return As[len(Ws) - 1][:n]
+    prev = dense_x[:n]
+    if ops[0, 0] != AFFINE:
+        _gather(indptr, indices, values, rows, prev)
+    for i in range(len(ops)):
+        kind, arg = ops[i, 0], ops[i, 1]
+        out = outs[i][:n]
+        if kind == AFFINE and i == 0:
+            _sparse_affine(indptr, indices, values, rows, Ws[arg], bs[arg], out)
+        elif kind == AFFINE:
+            _affine(prev, identity[:n], Ws[arg], bs[arg], out)
+        elif kind == ACTIVATE:
+            _activate(prev, out, arg)
+        else:
+            _dropout(prev, rates[arg], seeds[arg], counters[arg], out, scales[i][:n])
+        prev = out
+    return prev
 
 
 @njit
-def train_steps(x, y, order, batch_size, first_step, last_step,
-                Ws, bs, codes, s1W, s1b, s2W, s2b,
-                on_logits, softmax_formula, clip_epsilon,
-                optimizer, lr, beta_1, beta_2, epsilon, iterations):
+def _loss(z, labels, targets, rows, categorical, softmax_formula, clip_epsilon, grad):
+    """Per-sample losses of z against the batch's targets; grad gets dL/dz of the batch mean."""
+    if categorical and softmax_formula:
+        return _categorical_softmax_cross_entropy(z, targets, rows, grad)
+    if categorical:
+        return _categorical_probability_cross_entropy(z, targets, rows, clip_epsilon, grad)
+    if softmax_formula:
+        return _softmax_cross_entropy(z, labels, rows, grad)
+    return _probability_cross_entropy(z, labels, rows, clip_epsilon, grad)
+
+
+@njit
+def train_steps(x, labels, targets, order, batch_size, first_step, last_step,
+                ops, Ws, bs, param_index, rates, seeds, counters,
+                on_logits, categorical, softmax_formula, clip_epsilon,
+                update, P, S0, S1, S2, arguments):
     """Run steps first_step … last_step − 1 of an epoch whose sample order is ``order``.
 
     Args:
         x: training inputs (N, k) as float32 sparse rows (indptr, indices, values).
-        y: integer labels, shape (N,).
+        labels: integer class labels, shape (N,) (for accuracy, and the sparse loss).
+        targets: one-hot rows, shape (N, c), for the categorical loss (else unused).
         order: this epoch's permutation of range(N).
         batch_size: samples per step; the last step takes what remains.
         first_step, last_step: which steps to run.
-        Ws, bs, codes: the layers (see module docstring).
-        s1W, s1b, s2W, s2b: optimizer state (see module docstring).
-        on_logits: the loss works on the last layer's z (Keras's logits rule).
+        ops, Ws, bs, param_index, rates, seeds: the model (see module docstring).
+        counters: each dropout's mask counter at first_step.
+        on_logits: the loss reads the input of the last op (an activation): Keras's logits rule.
+        categorical: targets are rows (else integer labels).
         softmax_formula: softmax cross-entropy (else the clipped probability formula).
         clip_epsilon: the probability formula's clipping bound.
-        optimizer: ADAM or SGD; lr, beta_1 (SGD: momentum), beta_2, epsilon: floats.
-        iterations: optimizer steps taken before this call.
+        update: the optimizer's kernel, an index into ``compiled.UPDATES``.
+        P, S0, S1, S2: parameters and optimizer slots, flat (see module docstring).
+        arguments: the update's scalar arguments, one row per step.
 
     Returns:
         (sum of per-sample losses, number classified right, samples seen, the step
-        it stopped at, how it ended): FINISHED after last_step − 1; or stopped at a
-        step whose loss was not finite, before its update; or at a step whose update
-        made a weight non-finite (that step's weights are then partly updated: the
-        caller restores them). The sums count only the steps before the stop.
+        it stopped at, how it ended): FINISHED after last_step − 1, or the step
+        whose loss or update was not finite. After a bad update the weights are
+        partly updated: the caller restores them. The sums count only the steps
+        before the stop.
     """
-    n_layers = len(Ws)
-    zs = [np.empty((batch_size, W.shape[1]), np.float32) for W in Ws]
-    As = [np.empty((batch_size, W.shape[1]), np.float32) for W in Ws]
-    dAs = [np.empty((batch_size, W.shape[1]), np.float32) for W in Ws]
+    n_ops = len(ops)
+    widths = ops[:, 2]
+    outs = [np.empty((batch_size, widths[i]), np.float32) for i in range(n_ops)]
+    grads = [np.empty((batch_size, widths[i]), np.float32) for i in range(n_ops)]
+    scales = [np.empty((batch_size if ops[i, 0] == DROPOUT else 1, widths[i]), np.float32)
+              for i in range(n_ops)]
+    k = Ws[0].shape[0] if ops[0, 0] == AFFINE else widths[0]
+    dense_x = np.empty((batch_size, k), np.float32)
     dWs = [np.empty_like(W) for W in Ws]
     dbs = [np.empty_like(b) for b in bs]
+    first_affine = 0
+    while ops[first_affine, 0] != AFFINE:
+        first_affine += 1
+    step_counters = counters.copy()
     loss_sum, correct, seen, touched = 0.0, 0, 0, 0.0
     N = len(order)
     identity = np.arange(batch_size)
@@ -115,40 +149,43 @@ def train_steps(x, y, order, batch_size, first_step, last_step,
         rows = order[step * batch_size : min((step + 1) * batch_size, N)]
         n = len(rows)
         touched += _touch_rows(*x, order[(step + 1) * batch_size : (step + 2) * batch_size])
-        out = _forward(x, rows, Ws, bs, codes, zs, As, identity)
+        for d in range(len(counters)):
+            step_counters[d] = counters[d] + step - first_step
+        out = _forward(x, rows, ops, Ws, bs, rates, seeds, step_counters, outs, scales,
+                       dense_x, identity)
 
-        # The loss and its gradient, with respect to z or to a of the last layer.
-        last = n_layers - 1
-        grad = dAs[last][:n]
-        if on_logits:
-            losses = _softmax_cross_entropy(zs[last][:n], y, rows, grad)
-        elif softmax_formula:
-            losses = _softmax_cross_entropy(out, y, rows, grad)
-        else:
-            losses = _probability_cross_entropy(out, y, rows, clip_epsilon, grad)
+        # The loss, and its gradient with respect to what it read.
+        top = n_ops - 2 if on_logits else n_ops - 1
+        losses = _loss(outs[top][:n], labels, targets, rows, categorical, softmax_formula,
+                       clip_epsilon, grads[top][:n])
         batch_loss = losses.astype(np.float32).mean()
         if not _finite(batch_loss):
             return loss_sum + 0 * touched, correct, seen, step, LOSS_NOT_FINITE
-        batch_correct = _correct(out, y, rows)
+        batch_correct = _correct(out, labels, rows)
 
-        # Backward, layer by layer; each layer's update follows its gradients
-        # (its input gradient is already computed with the old weights).
-        t = iterations + step - first_step + 1
+        # Backward, op by op; an affine op's update follows its gradients (its
+        # input gradient is computed first, with the old weights).
+        args = arguments[step - first_step]
         finite = True
-        for layer in range(last, -1, -1):
-            dz = dAs[layer][:n]
-            if not (layer == last and on_logits):
-                _activate_backward(dz, As[layer][:n], codes[layer], dz)
-            if layer > 0:
-                _weight_grads(As[layer - 1][:n], identity[:n], dz, dWs[layer], dbs[layer])
-                _input_grads(dz, Ws[layer], dAs[layer - 1][:n])
+        for i in range(top, first_affine - 1, -1):
+            kind, arg = ops[i, 0], ops[i, 1]
+            dout = grads[i][:n]
+            if kind == ACTIVATE:
+                _activate_backward(dout, outs[i][:n], arg, grads[i - 1][:n])
+            elif kind == DROPOUT:
+                grads[i - 1][:n] = dout * scales[i][:n]
             else:
-                _sparse_weight_grads(*x, rows, dz, dWs[layer], dbs[layer])
-            finite &= _step_update(Ws[layer], dWs[layer], s1W[layer], s2W[layer],
-                                   optimizer, lr, beta_1, beta_2, epsilon, t)
-            if len(bs[layer]):
-                finite &= _step_update(bs[layer], dbs[layer], s1b[layer], s2b[layer],
-                                       optimizer, lr, beta_1, beta_2, epsilon, t)
+                if i == 0:
+                    _sparse_weight_grads(*x, rows, dout, dWs[arg], dbs[arg])
+                else:
+                    _weight_grads(outs[i - 1][:n], identity[:n], dout, dWs[arg], dbs[arg])
+                    if i > first_affine:
+                        _input_grads(dout, Ws[arg], grads[i - 1][:n])
+                p = param_index[arg]
+                finite &= _update(update, P[p], dWs[arg].reshape(-1), S0[p], S1[p], S2[p], args)
+                if len(bs[arg]):
+                    finite &= _update(update, P[p + 1], dbs[arg], S0[p + 1], S1[p + 1],
+                                      S2[p + 1], args)
         if not finite:
             return loss_sum + 0 * touched, correct, seen, step, WEIGHTS_NOT_FINITE
         loss_sum += batch_loss * n
@@ -158,10 +195,11 @@ def train_steps(x, y, order, batch_size, first_step, last_step,
 
 
 @njit
-def forward_rows(x, first, last, Ws, bs, codes, out_z, out_a):
-    """The last layer's z and a for rows first … last − 1 of x (dense, (N, k)).
+def forward_rows(x, first, last, ops, Ws, bs, out_z, out_a):
+    """The logits (input of a final activation, else the output) and outputs of rows
+    first … last − 1 of x (dense, (N, k)), at inference (no dropout op in ``ops``).
 
-    Each row's non-zeros are compacted before the first layer, so that layer
+    Each row's non-zeros are compacted before a first affine op, so that op
     does the work of a sparse product without a sparse copy of x. Rows are
     independent, and the kernel releases the GIL, so threads can share the rows.
     Returns whether every input was finite (checked here, while each row is in
@@ -169,24 +207,31 @@ def forward_rows(x, first, last, Ws, bs, codes, out_z, out_a):
     """
     chunk = 64
     k = x.shape[1]
+    n_ops = len(ops)
     indices = np.empty(k + 1, np.int32)
     values = np.empty(k + 1, np.float32)
-    zs = [np.empty((chunk, W.shape[1]), np.float32) for W in Ws]
-    As = [np.empty((chunk, W.shape[1]), np.float32) for W in Ws]
+    outs = [np.empty((chunk, ops[i, 2]), np.float32) for i in range(n_ops)]
     identity = np.arange(chunk)
-    last_layer = len(Ws) - 1
+    top = n_ops - 2 if n_ops > 1 and ops[n_ops - 1, 0] == ACTIVATE else n_ops - 1
     check, zero = np.float32(0), np.float32(0)
     for start in range(first, last, chunk):
         n = min(chunk, last - start)
         for r in range(n):
             for i in range(k):
                 check += x[start + r, i] * zero  # NaN from here on if any input is NaN or ±inf
-            count = _compact(x[start + r], indices, values)
-            _sparse_row_affine(indices, values, 0, count, Ws[0], bs[0], zs[0][r])
-        _activate(zs[0][:n], As[0][:n], codes[0])
-        for layer in range(1, len(Ws)):
-            _affine(As[layer - 1][:n], identity[:n], Ws[layer], bs[layer], zs[layer][:n])
-            _activate(zs[layer][:n], As[layer][:n], codes[layer])
-        out_z[start : start + n] = zs[last_layer][:n]
-        out_a[start : start + n] = As[last_layer][:n]
+        prev = x[start : start + n]
+        for i in range(n_ops):
+            kind, arg = ops[i, 0], ops[i, 1]
+            out = outs[i][:n]
+            if kind == AFFINE and i == 0:
+                for r in range(n):
+                    count = _compact(x[start + r], indices, values)
+                    _sparse_row_affine(indices, values, 0, count, Ws[arg], bs[arg], out[r])
+            elif kind == AFFINE:
+                _affine(prev, identity[:n], Ws[arg], bs[arg], out)
+            else:
+                _activate(prev, out, arg)
+            prev = out
+        out_z[start : start + n] = outs[top][:n]
+        out_a[start : start + n] = prev
     return check == zero

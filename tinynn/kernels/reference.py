@@ -225,6 +225,146 @@ def sparse_probability_cross_entropy_backward(
     return dlogp / p * inside
 
 
+# Categorical cross-entropy: targets are rows of class probabilities (one-hot
+# labels from ``tinynn.utils.to_categorical``), shape (n, c).
+
+
+def categorical_softmax_cross_entropy(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Cross-entropy of softmax(logits) against target distributions.
+
+    loss_i = Σ_j t_ij · (log Σ_k e^(z_ik) − z_ij)
+
+    Args:
+        logits: shape (n, c).
+        targets: shape (n, c), each row summing to 1 (one-hot for plain labels).
+
+    Returns:
+        per-sample losses, shape (n,).
+    """
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_sum = np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return (targets * (log_sum - shifted)).sum(axis=1)
+
+
+def categorical_softmax_cross_entropy_backward(
+    logits: np.ndarray, targets: np.ndarray
+) -> np.ndarray:
+    """Gradient of the batch-mean softmax cross-entropy with respect to the logits.
+
+    dz = (softmax(z) · Σ_j t_j − t) / n
+
+    Args:
+        logits: shape (n, c).
+        targets: shape (n, c).
+
+    Returns:
+        shape (n, c).
+    """
+    return (softmax(logits) * targets.sum(axis=1, keepdims=True) - targets) / len(targets)
+
+
+def categorical_probability_cross_entropy(
+    probs: np.ndarray, targets: np.ndarray, epsilon: float = 1e-7
+) -> np.ndarray:
+    """Cross-entropy of outputs read as probabilities, as Keras computes it.
+
+    q = probs / Σ_j probs_j,  p = clip(q, ε, 1 − ε),  loss_i = −Σ_j t_ij · log p_ij
+
+    (Keras normalises first, then clips: the other order from the sparse loss.)
+
+    Args:
+        probs: model outputs, shape (n, c).
+        targets: shape (n, c).
+        epsilon: clipping bound.
+
+    Returns:
+        per-sample losses, shape (n,).
+    """
+    q = probs / probs.sum(axis=1, keepdims=True)
+    return -(targets * np.log(np.clip(q, epsilon, 1 - epsilon))).sum(axis=1)
+
+
+def categorical_probability_cross_entropy_backward(
+    probs: np.ndarray, targets: np.ndarray, epsilon: float = 1e-7
+) -> np.ndarray:
+    """Gradient of the batch-mean probability cross-entropy with respect to the outputs.
+
+    g = −t / p where ε < q < 1 − ε (else 0),  dprobs_j = (g_j − Σ_k g_k · q_k) / (n · Σ probs)
+
+    Args:
+        probs: model outputs, shape (n, c).
+        targets: shape (n, c).
+        epsilon: clipping bound.
+
+    Returns:
+        shape (n, c).
+    """
+    total = probs.sum(axis=1, keepdims=True)
+    q = probs / total
+    inside = (q >= epsilon) & (q <= 1 - epsilon)
+    g = np.where(inside, -targets / np.clip(q, epsilon, 1 - epsilon), 0)
+    return (g - (g * q).sum(axis=1, keepdims=True)) / (total * len(targets))
+
+
+# ---------------------------------------------------------------- dropout
+# Inverted dropout: in training, each unit is kept with probability 1 − rate
+# and scaled by 1 / (1 − rate), so that its expected value is unchanged.
+# The random numbers come from a counter-based generator: the number for
+# unit i of training step ``step`` is a hash of (seed, step, i). So the same
+# seed gives the same masks on every backend, in any order of computation.
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser: scrambles the bits of uint64 z (wrapping arithmetic)."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def uniform(seed: int, step: int, size: int) -> np.ndarray:
+    """``size`` numbers in [0, 1), a pure function of (seed, step): 24 random bits each.
+
+    Args:
+        seed: the generator's key, in [0, 2⁶³).
+        step: a counter, in [0, 2⁶³).
+        size: how many numbers.
+
+    Returns:
+        float32 array of shape (size,).
+    """
+    key = _mix(np.array([seed], np.uint64) ^ _mix(np.array([step], np.uint64)))
+    z = _mix(key + (np.arange(size, dtype=np.uint64) + np.uint64(1)) * _GOLDEN)
+    return (z >> np.uint64(40)).astype(np.float32) * np.float32(2.0**-24)
+
+
+def dropout_forward(
+    x: np.ndarray, rate: float, seed: int, step: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Drop each entry of x with probability ``rate``; scale the rest by 1 / (1 − rate).
+
+    y = x · s,  s = 1 / (1 − rate) where u ≥ rate else 0,  u = uniform(seed, step)
+
+    Args:
+        x: inputs, shape (n, u).
+        rate: fraction dropped, in [0, 1).
+        seed, step: the random numbers' key and counter (see ``uniform``).
+
+    Returns:
+        ``(y, s)``, both shape (n, u): the output and the scale per entry, kept for backward.
+    """
+    # Compared in float64, as the compiled twin does.
+    keep = uniform(seed, step, x.size).reshape(x.shape).astype(np.float64) >= rate
+    s = np.where(keep, x.dtype.type(1 / (1 - rate)), x.dtype.type(0))
+    return x * s, s
+
+
+def dropout_backward(dy: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """dx = dy · s"""
+    return dy * s
+
+
 # ---------------------------------------------------------------- metrics
 
 
@@ -275,12 +415,41 @@ def adam_update(
     w -= lr_t * m / (np.sqrt(v) + epsilon)
 
 
+def adamw_update(
+    w: np.ndarray,
+    g: np.ndarray,
+    m: np.ndarray,
+    v: np.ndarray,
+    lr_t: float,
+    beta_1: float,
+    beta_2: float,
+    epsilon: float,
+    decay: float,
+) -> None:
+    """AdamW: decoupled weight decay, then the Adam step (Loshchilov & Hutter, 2019).
+
+    w −= w · decay  (decay = weight_decay · lr),  then ``adam_update``
+
+    Args:
+        w, g, m, v, lr_t, beta_1, beta_2, epsilon: as in ``adam_update``.
+        decay: weight_decay · learning_rate, as Keras applies it.
+    """
+    w -= w * w.dtype.type(decay)
+    adam_update(w, g, m, v, lr_t, beta_1, beta_2, epsilon)
+
+
 def sgd_update(
-    w: np.ndarray, g: np.ndarray, velocity: np.ndarray, lr: float, momentum: float
+    w: np.ndarray,
+    g: np.ndarray,
+    velocity: np.ndarray,
+    lr: float,
+    momentum: float,
+    nesterov: float,
 ) -> None:
     """One SGD step with (optional) momentum, as Keras does it.
 
     velocity = momentum · velocity − lr · g,  w += velocity
+    (Nesterov: w += momentum · velocity − lr · g, with the new velocity)
 
     Args:
         w: parameter, any shape; updated in place.
@@ -288,7 +457,56 @@ def sgd_update(
         velocity: running update, same shape; updated in place.
         lr: learning rate.
         momentum: 0 gives plain gradient descent.
+        nesterov: 1.0 for Nesterov momentum, 0.0 for the classical form.
     """
-    velocity *= momentum
-    velocity -= lr * g
-    w += velocity
+    f = w.dtype.type
+    velocity *= f(momentum)
+    velocity -= f(lr) * g
+    if nesterov:
+        w += f(momentum) * velocity - f(lr) * g
+    else:
+        w += velocity
+
+
+def rmsprop_update(
+    w: np.ndarray,
+    g: np.ndarray,
+    velocity: np.ndarray,
+    momentum_slot: np.ndarray,
+    average_gradient: np.ndarray,
+    lr: float,
+    rho: float,
+    momentum: float,
+    epsilon: float,
+    centered: float,
+) -> None:
+    """One RMSprop step (Hinton's lecture 6e), as Keras writes it.
+
+    velocity = ρ · velocity + (1 − ρ) · g²,  w −= lr · g / √(velocity + ε)
+    (centered: subtract the square of the running mean gradient inside the root;
+    momentum > 0: the step goes through a momentum buffer)
+
+    Args:
+        w: parameter, any shape; updated in place.
+        g: its gradient, same shape.
+        velocity: running mean of g², same shape; updated in place.
+        momentum_slot: momentum buffer (used when momentum > 0); updated in place.
+        average_gradient: running mean of g (used when centered); updated in place.
+        lr: learning rate.
+        rho: decay of the running means.
+        momentum: momentum of the step, 0 for none.
+        epsilon: keeps the root positive.
+        centered: 1.0 for the centered form, 0.0 for the plain one.
+    """
+    f = w.dtype.type
+    velocity[...] = f(rho) * velocity + f(1 - rho) * (g * g)
+    denominator = velocity + f(epsilon)
+    if centered:
+        average_gradient[...] = f(rho) * average_gradient + f(1 - rho) * g
+        denominator = velocity - average_gradient * average_gradient + f(epsilon)
+    increment = f(lr) * g / np.sqrt(denominator)
+    if momentum > 0:
+        momentum_slot[...] = f(momentum) * momentum_slot + increment
+        w -= momentum_slot
+    else:
+        w -= increment

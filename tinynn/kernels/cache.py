@@ -1,0 +1,88 @@
+"""Numba's disk cache for tinynn's kernels, stamped with *all* the kernel sources.
+
+Numba checks a cached function against its own source file only. The fused
+steps in ``fused.py`` inline the loops of ``compiled.py``, so an edit to
+``compiled.py`` alone would leave stale fused steps on disk. The locators here
+are numba's own, except that their stamp is the hash of every file in this
+folder: any edit there recompiles everything, and nothing has to be kept by hand.
+
+When neither the package folder nor the user's cache folder can be written
+(a read-only install with a read-only home), the kernels are cached in a
+temporary folder instead, with one warning, rather than failing.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+from numba.core import caching
+
+KERNELS = Path(__file__).resolve().parent
+
+
+@functools.cache
+def sources_stamp() -> str:
+    """SHA-256 of the kernel sources (every .py file of this folder, by name)."""
+    digest = hashlib.sha256()
+    for path in sorted(KERNELS.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+class _AllSources:
+    """Mixin: only tinynn's kernel files, stamped by all of them together."""
+
+    def get_source_stamp(self):
+        return sources_stamp()
+
+    @classmethod
+    def from_function(cls, py_func, py_file):
+        if Path(py_file).resolve().parent != KERNELS:
+            return None
+        return super().from_function(py_func, py_file)
+
+
+class _UserProvided(_AllSources, caching.UserProvidedCacheLocator):
+    """$NUMBA_CACHE_DIR, when set."""
+
+
+class _InTree(_AllSources, caching.InTreeCacheLocator):
+    """The package's __pycache__ folder."""
+
+
+class _UserWide(_AllSources, caching.UserWideCacheLocator):
+    """The user's cache folder (~/.cache/numba)."""
+
+
+class _Temporary(_AllSources, caching.InTreeCacheLocator):
+    """Last resort: a folder in the system's temporary directory."""
+
+    def __init__(self, py_func, py_file):
+        super().__init__(py_func, py_file)
+        self._cache_path = os.path.join(tempfile.gettempdir(), f"tinynn-numba-{os.getuid()}")
+
+    @classmethod
+    def from_function(cls, py_func, py_file):
+        found = super().from_function(py_func, py_file)
+        if found is not None:
+            _warn_once(found.get_cache_path())
+        return found
+
+
+@functools.cache
+def _warn_once(path: str) -> None:
+    warnings.warn(f"tinynn: neither the package folder nor the user's cache folder is "
+                  f"writable; compiled kernels are cached in {path}", RuntimeWarning,
+                  stacklevel=2)
+
+
+def install() -> None:
+    """Put these locators first in numba's list (once); other code keeps numba's own."""
+    classes = caching.CacheImpl._locator_classes
+    if _InTree not in classes:
+        classes[0:0] = [_UserProvided, _InTree, _UserWide, _Temporary]
