@@ -3,8 +3,8 @@
 Blocks of one chapter share one namespace, as a reader running them top to bottom
 would. A ```python block's printed output is kept; an ```output block right after
 it is what that output must be (doctest's rules: ``...`` matches anything, runs of
-whitespace are equal). Each chapter runs with ``docs/tutorial/`` as the working directory, so
-its figures, saved to ``../figures/``, land in ``docs/figures/`` (git-ignored), where the site picks them up.
+whitespace are equal). Each chapter runs in ``docs/tutorial/``, so its figures, saved to
+``../figures/``, land in ``docs/figures/`` (git-ignored), where the site picks them up.
 
 Chapters that load MNIST need ``TINYNN_DATA``: without it they skip, with one line.
 In CI (``CI`` set) a missing MNIST is a failure, as in ``tests/conftest.py``.
