@@ -8,6 +8,11 @@ whitespace are equal). Each chapter runs in ``docs/tutorial/``, so its figures, 
 
 Chapters that load MNIST need ``TINYNN_DATA``: without it they skip, with one line.
 In CI (``CI`` set) a missing MNIST is a failure, as in ``tests/conftest.py``.
+
+pytest collects ``docs`` before ``tinynn``: its ``--import-mode=importlib`` doctest run
+of ``tinynn/backend.py`` loads a second copy of that module and leaves it on the package
+as ``tinynn.backend``, so a chapter's ``tinynn.backend.using(...)`` after it would switch
+a backend nobody reads.
 """
 
 from __future__ import annotations
@@ -64,6 +69,12 @@ PARSERS = [PythonBlocks(), CodeBlockParser("output", check_output), SkipParser()
 
 
 def enter_docs(namespace: dict) -> None:
+    import tinynn
+
+    # A reader starts on the default backend, whatever earlier tests left selected (the
+    # package's own functions: pytest's importlib mode may load a second tinynn.backend).
+    namespace["__backend__"] = tinynn.get_backend()
+    tinynn.set_backend(os.environ.get("TINYNN_BACKEND", "numba"))
     namespace["__cwd__"] = os.getcwd()
     os.chdir(DOCS / "tutorial")
     (DOCS / "figures").mkdir(exist_ok=True)
@@ -73,6 +84,11 @@ def leave_docs(namespace: dict) -> None:
     cwd = namespace.pop("__cwd__", None)  # None when setup skipped the chapter
     if cwd is not None:
         os.chdir(cwd)
+    backend = namespace.pop("__backend__", None)
+    if backend is not None:
+        import tinynn
+
+        tinynn.set_backend(backend)
     import matplotlib.pyplot as plt
 
     plt.close("all")
