@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo draw test test-browser browser-deps bench clean
+.PHONY: demo draw test test-browser browser-deps bench docs notebooks clean
 
 $(VENV)/.installed-%: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,5 +39,18 @@ bench: $(VENV)/.installed-bench
 	$(PY) -m pip install --quiet -e ".[plots]"
 	$(PY) benchmarks/run.py $(ARGS)
 
+# The site: run the tutorial (its code draws the figures into docs/figures/; MNIST
+# chapters need TINYNN_DATA), then build it into site/ with --strict (mkdocs.yml).
+docs: $(VENV)/.installed-test $(VENV)/.installed-docs
+	$(PY) -m pytest docs -q
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
+# Each chapter as a Jupyter notebook in build/notebooks/tutorial/ (git-ignored).
+notebooks: $(VENV)/.installed-docs
+	mkdir -p build/notebooks/tutorial build/notebooks/figures
+	for f in docs/tutorial/[0-9]*.md; do \
+	  $(VENV)/bin/jupytext --quiet --to ipynb --output build/notebooks/tutorial/$$(basename $$f .md).ipynb $$f || exit 1; \
+	done
+
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache
+	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache site build/notebooks docs/figures

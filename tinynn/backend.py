@@ -6,8 +6,8 @@ Choosing costs nothing: the Numba kernels are imported (and compiled, or read
 from numba's on-disk cache) only when they are first used.
 
 >>> import tinynn
->>> tinynn.set_backend("numpy")
->>> tinynn.get_backend()
+>>> with tinynn.backend.using("numpy"):  # or tinynn.set_backend("numpy") from now on
+...     tinynn.get_backend()
 'numpy'
 """
 
