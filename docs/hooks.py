@@ -16,7 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 #: Repository files the site's pages link to, published at the same paths.
-PUBLISHED = ["examples/figures/*", "benchmarks/results/*.png", "tests/test_failure_modes.py"]
+PUBLISHED = ["examples/figures/*", "benchmarks/results/*.png", "tests/test_failure_*.py",
+             "tests/test_datasets.py", "tests/test_contracts.py"]
 
 
 def readme_as_home_page(text: str) -> str:

@@ -144,7 +144,8 @@ def gradcheck(
             the ``layers`` of any layer that has them) keep ``params`` and fill
             ``grads`` in ``backward``. An unbuilt model is refused, not built.
         x: a small batch of inputs, shape (n, …), finite.
-        y: its integer labels, shape (n,), each below the model's number of outputs.
+        y: its targets, as ``fit`` takes them for the loss: integer labels (n,), each
+            below the model's number of outputs, or one-hot rows (n, c).
         loss: the loss to check; default the model's compiled loss.
         entries: how many entries of each parameter to check, drawn at random
             (all of them when the parameter has fewer); None checks every entry.
@@ -195,7 +196,7 @@ def gradcheck(
                          "or call model.build((None, *sample_shape)) first")
     sample_shape = model.input_shape[1:] if model.input_shape is not None else None
     checked_x = validation.inputs(x, "x", sample_shape)  # checks only: this copy is float32
-    y = validation.labels(y, "y", len(checked_x), model.output_shape[-1])
+    y = loss.check_targets(y, "y", len(checked_x), model.output_shape[-1])  # as fit takes them
     x = np.asarray(x, dtype=np.float64)
 
     clone = copy.deepcopy(model)
