@@ -30,6 +30,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -232,8 +233,7 @@ def chart(rows: list[dict], path: Path, info: dict) -> None:
                     va="bottom", fontsize=7, rotation=90)
     ax.set_yscale("log")
     ax.set_xticks(range(len(models)))
-    ax.set_xticklabels([MODELS[m].title.replace(": ", ":\n").replace("; ", ";\n")
-                        for m in models], fontsize=8)
+    ax.set_xticklabels([textwrap.fill(MODELS[m].title, 26) for m in models], fontsize=8)
     ax.set_ylabel("seconds per epoch (log scale, lower is better)")
     ax.set_title(f"MNIST: training time per epoch\n{info['cpu']}, {info['cores']} cores",
                  fontsize=10)
@@ -280,6 +280,14 @@ def plan_runs(args) -> list[tuple[str, str]]:
             if m not in TINYNN_ONLY or f in USER_FRAMEWORKS]
 
 
+def replot(out: Path) -> None:
+    """The reports again from latest.json (summarised anew, so older records work too)."""
+    record = json.loads((out / "latest.json").read_text())
+    record["args"] = {"seeds": "?", "threads": None, **record["args"]}
+    record["summary"] = summarise(record["runs"])
+    write_reports(record, out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frameworks", default=",".join(FRAMEWORKS))
@@ -300,10 +308,15 @@ def main() -> None:
     parser.add_argument("--torch-python", default=None)
     parser.add_argument("--jax-python", default=None)
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--replot", action="store_true",
+                        help="rewrite latest.md and latest.png from latest.json without running")
     args = parser.parse_args()
+    out = Path(args.out)
+    if args.replot:
+        replot(out)
+        return
     seeds = [int(s) for s in args.seeds.split(",")]
     pairs = plan_runs(args)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
     info = machine()
@@ -326,7 +339,16 @@ def main() -> None:
                       f"test accuracy {result['test_accuracy']:.4f}", flush=True)
                 runs.append(result)
     rows = summarise(runs)
-    text = table(rows, info, args)
+    record = {"machine": info, "args": vars(args), "skipped": skipped, "startup": startup,
+              "runs": runs, "summary": rows}
+    (out / "latest.json").write_text(json.dumps(record, indent=1))
+    write_reports(record, out)
+
+
+def write_reports(record: dict, out: Path) -> None:
+    """Print the table, and write it (latest.md) and the chart (latest.png)."""
+    rows, info, startup = record["summary"], record["machine"], record["startup"]
+    text = table(rows, info, argparse.Namespace(**record["args"]))
     print()
     print(text)
     if startup:
@@ -335,9 +357,6 @@ def main() -> None:
                  f"an empty kernel cache (the first-ever compile), "
                  f"{startup['warm']['first_epoch_extra_s']:.2f} s longer with the cache warm; "
                  f"`import tinynn` takes {startup['import_tinynn_s']:.3f} s.")
-    record = {"machine": info, "args": vars(args), "skipped": skipped, "startup": startup,
-              "runs": runs, "summary": rows}
-    (out / "latest.json").write_text(json.dumps(record, indent=1))
     (out / "latest.md").write_text(text + "\n")
     chart(rows, out / "latest.png", info)
     print(f"\nwrote {out / 'latest.json'}, latest.md and latest.png")

@@ -59,7 +59,7 @@ MODELS = {
                    title="simple: Dense(10, sigmoid)"),
     "hidden": _HIDDEN,
     "hidden-user": replace(_HIDDEN, user_first=True,
-                           title="hidden-user: the first layer; a user's (tinynn)"),
+                           title="hidden-user: hidden with a user's first layer (tinynn only)"),
     "quickstart": Spec((("dense", 128, "relu"), ("dropout", 0.2), ("dense", 10, "linear")),
                        "adam", "sparse_logits", 32, 5, images=True,
                        title="quickstart: 128 relu, dropout, logits; Adam, batch 32"),
