@@ -125,6 +125,7 @@ def summarise(runs: list[dict]) -> list[dict]:
             "batch_size": group[0]["batch_size"], "epochs": len(group[0]["epochs"]),
             "train_samples": group[0].get("train_samples", 60000),
             "threads": group[0].get("threads", {}).get("framework"),
+            "version": group[0].get("version", ""),
             "epoch_s": med(lambda r: later_epochs(r["epochs"])),
             "first_epoch_s": med(lambda r: r["epochs"][0]),
             "fit_overhead_s": med(lambda r: r["fit_overhead_seconds"]),
@@ -165,9 +166,10 @@ def table(rows: list[dict], info: dict, args) -> str:
     samples = sorted({r["train_samples"] for r in rows})
     threads = (f"pinned to {args.threads} core(s)" if args.threads else
                "each framework's default threads (tinynn trains on one core)")
+    versions = ", ".join(dict.fromkeys(r["version"] for r in rows if r.get("version")))
     lines = [
         f"Machine: {info['cpu']}, {info['cores']} cores, Python {info['python']}, "
-        f"{info['system']}; {info['date']}.",
+        f"{info['system']}; {info['date']}." + (f" Versions: {versions}." if versions else ""),
         f"MNIST, {'/'.join(map(str, samples))} training samples; seeds {args.seeds}; "
         f"{threads}. Medians over seeds; s/epoch is the median of epochs 2 … n. "
         "Ratios are of s/epoch within this run: how many times faster than NumPy, "

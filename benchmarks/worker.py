@@ -143,6 +143,17 @@ def make(framework: str, spec, seed: int, threads: int | None):
     return runner
 
 
+def version(framework: str) -> str:
+    """The version of what ran (already imported)."""
+    module = framework if framework in ("keras", "torch", "jax") else "tinynn"
+    text = f"{module} {sys.modules[module].__version__}"
+    if framework == "keras":
+        text += f" (TensorFlow {sys.modules['tensorflow'].__version__})"
+    if framework == "tinynn-numba":
+        text += f" (Numba {sys.modules['numba'].__version__})"
+    return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--framework", required=True, choices=FRAMEWORKS)
@@ -180,7 +191,8 @@ def main() -> None:
     fit_seconds = time.perf_counter() - start
     loss, accuracy = runner.evaluate(x_test, y_test)
     result = {
-        "framework": args.framework, "model": args.model, "seed": args.seed,
+        "framework": args.framework, "version": version(args.framework),
+        "model": args.model, "seed": args.seed,
         "units": next(layer[1] for layer in spec.layers if layer[0] == "dense"),
         "batch_size": batch_size, "train_samples": len(x_train), "epochs": epoch_times,
         "threads": {"requested": args.threads, "cores": len(os.sched_getaffinity(0)),
