@@ -1,15 +1,22 @@
-"""Where a training step's time goes: each compiled kernel of the notebook's models, timed alone.
+"""Where a training step's time goes: each compiled kernel of a fused step, timed alone.
 
-    python benchmarks/kernels.py
+    python benchmarks/kernels.py                       # the four models, all of MNIST
+    python benchmarks/kernels.py --models hidden --limit 600 --repeat 50   # a quick check
 
-Trains each model for one epoch (so the weights and Adam's state are realistic),
-then times every kernel that one fused step calls, on a batch of 32 real MNIST
-rows, as the median of many calls (each includes ~0.3 µs of calling from Python).
+For each model (``specs.MODELS``, on the numba backend): trains one epoch (so
+the weights and the optimizer's state are realistic), then walks the model's op
+table (``tinynn.engine.plan``) as ``kernels.fused.train_steps`` does, timing
+every loop kernel of ``kernels.compiled`` that one step calls, on one batch of
+real MNIST rows, as the median of many calls (each includes ~0.3 µs of calling
+from Python). Then the whole step: ``engine.CompiledRunner.run`` over the
+epoch's steps in calls of ``training.STEPS_PER_CALL``, as ``fit`` runs them.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -17,15 +24,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import specs  # noqa: E402
+
 import tinynn  # noqa: E402
-from tinynn import engine  # noqa: E402
-from tinynn.kernels import (
-    compiled,  # noqa: E402
-    fused,  # noqa: E402
-)
+from tinynn import engine, training  # noqa: E402
+from tinynn.kernels import compiled, fused  # noqa: E402
+
+MODELS = specs.MODELS
 
 
-def median_us(fn, *args, repeat: int = 2000) -> float:
+def median_us(fn, *args, repeat: int) -> float:
+    """Median µs of ``fn(*args)`` over ``repeat`` calls, after one warm-up call."""
     fn(*args)
     times = []
     for _ in range(repeat):
@@ -35,54 +44,143 @@ def median_us(fn, *args, repeat: int = 2000) -> float:
     return float(np.median(times)) * 1e6
 
 
+def trained_model(name: str, x, y):
+    """The model ``name`` after one epoch of fit on (x, y)."""
+    spec = MODELS[name]
+    tinynn.utils.set_random_seed(0)
+    model = tinynn.Sequential(specs.keras_layers(tinynn, spec))
+    model.compile(**specs.keras_compile_arguments(tinynn, spec))
+    model.fit(x, y, batch_size=spec.batch_size, epochs=1, verbose=0)
+    return model
+
+
+def step_kernels(model, data, rows: np.ndarray, repeat: int) -> dict[str, float]:
+    """µs of each kernel one fused step calls on the batch ``rows``, in the step's order."""
+    plan = engine.plan(model, training=True)
+    runner = engine.CompiledRunner(model, plan)
+    (indptr, indices, values), labels, targets = data
+    ops, n = plan.ops, len(rows)
+    identity = np.arange(n)
+    outs = [np.empty((n, w), np.float32) for w in ops[:, 2]]
+    grads = [np.empty_like(o) for o in outs]
+    scales = [np.ones_like(o) for o in outs]
+    timings = {}
+
+    def timed(label, fn, *args):
+        timings[label] = median_us(fn, *args, repeat=repeat)
+
+    def layer(arg):
+        return f"layer {arg + 1}"
+
+    def activation(code):
+        return next(name for name, c in compiled.CODES.items() if c == code)
+
+    # Forward, op by op (as fused._forward).
+    prev = None
+    if ops[0, 0] != fused.AFFINE:
+        prev = np.empty((n, plan.Ws[0].shape[0]), np.float32)
+        timed("gather the batch's rows", fused._gather, indptr, indices, values, rows, prev)
+    for i, (kind, arg, _) in enumerate(ops):
+        if kind == fused.AFFINE and i == 0:
+            timed(f"{layer(arg)}: sparse x · W + b", compiled._sparse_affine, indptr, indices,
+                  values, rows, plan.Ws[arg], plan.bs[arg], outs[i])
+        elif kind == fused.AFFINE:
+            timed(f"{layer(arg)}: x · W + b", compiled._affine, prev, identity, plan.Ws[arg],
+                  plan.bs[arg], outs[i])
+        elif kind == fused.ACTIVATE:
+            timed(f"op {i + 1}: {activation(arg)}", compiled._activate, prev, outs[i], arg)
+        else:
+            d = plan.dropouts[arg]
+            timed(f"op {i + 1}: dropout mask", compiled._dropout, prev, d.rate, d.seed, 0,
+                  outs[i], scales[i])
+        prev = outs[i]
+
+    # The loss and its gradient (Keras's logits rule decides what it reads).
+    top = len(ops) - 2 if runner.on_logits else len(ops) - 1
+    timed("loss and its gradient", fused._loss, outs[top], labels, targets, rows,
+          runner.categorical, runner.softmax_formula, runner.clip_epsilon, grads[top])
+
+    # Backward, op by op, each affine op's update after its gradients (on copies,
+    # so that timing does not move the model).
+    opt = model.optimizer
+    arguments = np.array(opt.update_arguments(opt.iterations + 1), np.float64)
+    first_affine = int(np.argmax(ops[:, 0] == fused.AFFINE))
+    kind_name = compiled.UPDATES[runner.update].removesuffix("_update")
+    for i in range(top, first_affine - 1, -1):
+        kind, arg = ops[i, 0], ops[i, 1]
+        if kind == fused.ACTIVATE:
+            timed(f"op {i + 1}: {activation(arg)} gradient", compiled._activate_backward, grads[i],
+                  outs[i], arg, grads[i - 1])
+        elif kind == fused.DROPOUT:
+            timed(f"op {i + 1}: dropout gradient (allocates)", compiled.dropout_backward,
+                  grads[i], scales[i])
+        else:
+            W, b = plan.Ws[arg], plan.bs[arg]
+            dW, db = np.empty_like(W), np.empty_like(b)
+            if i == 0:
+                timed(f"{layer(arg)}: sparse dW, db", compiled._sparse_weight_grads, indptr,
+                      indices, values, rows, grads[i], dW, db)
+            else:
+                timed(f"{layer(arg)}: dW, db", compiled._weight_grads, outs[i - 1], identity,
+                      grads[i], dW, db)
+                if i > first_affine:
+                    timed(f"{layer(arg)}: dx", compiled._input_grads, grads[i], W,
+                          grads[i - 1].copy())
+            p = runner.param_index[arg]
+            for name, g, q in (("W", dW, p), ("b", db, p + 1)):
+                if g.size:
+                    slots = [s[q].copy() for s in runner.S]
+                    timed(f"{layer(arg)}: {kind_name} on {name} ({g.size:,} weights)",
+                          compiled._update, runner.update, runner.P[q].copy(), g.reshape(-1),
+                          *slots, arguments)
+    return timings
+
+
+def whole_step_us(model, data, n: int, batch_size: int) -> float:
+    """µs per step of an epoch run as fit runs it (calls of STEPS_PER_CALL steps);
+    the median of three epochs."""
+    runner = engine.CompiledRunner(model, engine.plan(model, training=True))
+    steps = -(-n // batch_size)
+    per_epoch = []
+    for seed in range(3):
+        order = np.random.default_rng(seed).permutation(n)
+        start = time.perf_counter()
+        for first in range(0, steps, training.STEPS_PER_CALL):
+            last = min(first + training.STEPS_PER_CALL, steps)
+            runner.run(data, order, batch_size, first, last)
+        per_epoch.append((time.perf_counter() - start) / steps)
+    return float(np.median(per_epoch)) * 1e6
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    fusable = [m for m in MODELS if m not in specs.TINYNN_ONLY]
+    parser.add_argument("--models", default=",".join(fusable))
+    parser.add_argument("--limit", type=int, default=None,
+                        help="train on the first LIMIT samples only (a quick check)")
+    parser.add_argument("--repeat", type=int, default=2000, help="calls per kernel timed")
+    parser.add_argument("--data-dir", default=None)
+    args = parser.parse_args()
     tinynn.set_backend("numba")
-    (x, y), _ = tinynn.datasets.mnist.load_data()
-    x = x.reshape(len(x), -1) / np.float32(255)
-    y = y.astype(np.intp)
-    for name, widths in (("simple", [(10, "sigmoid")]),
-                         ("hidden", [(100, "relu"), (10, "sigmoid")])):
-        tinynn.utils.set_random_seed(0)
-        model = tinynn.Sequential([tinynn.layers.Dense(u, a) for u, a in widths])
-        model.compile("adam", "sparse_categorical_crossentropy")
-        model.fit(x, y, epochs=1, verbose=0)
-        trainer = engine.FusedTrainer(model, engine.dense_layers(model))
-        sparse = trainer.sparse_inputs(x)
-        rows = np.random.default_rng(0).permutation(len(x))[:32]
-        Ws, bs, slots = trainer.Ws, trainer.bs, model.optimizer.slots
-        z = [np.empty((32, W.shape[1]), np.float32) for W in Ws]
-        a = [np.empty_like(zi) for zi in z]
-        compiled._sparse_affine(*sparse, rows, Ws[0], bs[0], z[0])
-        compiled._activate(z[0], a[0], trainer.codes[0])
-        timings = {"layer 1: sparse x · W + b": median_us(
-            compiled._sparse_affine, *sparse, rows, Ws[0], bs[0], z[0])}
-        for i in range(1, len(Ws)):
-            compiled._affine(a[i - 1], np.arange(32), Ws[i], bs[i], z[i])
-            timings[f"layer {i + 1}: x · W + b"] = median_us(
-                compiled._affine, a[i - 1], np.arange(32), Ws[i], bs[i], z[i])
-        dz = np.empty_like(z[-1])
-        timings["loss and its gradient"] = median_us(
-            compiled._softmax_cross_entropy, z[-1], y, rows, dz)
-        for i in range(len(Ws) - 1, 0, -1):
-            dW, db = np.empty_like(Ws[i]), np.empty_like(bs[i])
-            timings[f"layer {i + 1}: dW, db"] = median_us(
-                compiled._weight_grads, a[i - 1], np.arange(32), dz, dW, db)
-            timings[f"layer {i + 1}: dx"] = median_us(
-                compiled._input_grads, dz, Ws[i], a[i - 1].copy())
-            dz = a[i - 1].copy()
-        dW0, db0 = np.empty_like(Ws[0]), np.empty_like(bs[0])
-        timings["layer 1: sparse dW, db"] = median_us(
-            compiled._sparse_weight_grads, *sparse, rows, dz, dW0, db0)
-        for i, W in enumerate(Ws):
-            w, m, v = W.copy(), slots[2 * i]["m"].copy(), slots[2 * i]["v"].copy()
-            grad = np.full_like(W, 1e-3)
-            timings[f"layer {i + 1}: Adam on W ({W.size:,} weights)"] = median_us(
-                fused._step_update, w, grad, m, v, fused.ADAM, 1e-3, 0.9, 0.999, 1e-7, 2000)
-        print(f"\n{name} model, one step of batch 32 (µs, median):\n")
+    for name in args.models.split(","):
+        if name not in fusable:
+            raise SystemExit(f"--models: {name!r} is not one of {fusable}")
+        spec = MODELS[name]
+        x, y, _, _ = specs.load_mnist(spec, args.data_dir, args.limit)
+        model = trained_model(name, x, y)
+        runner = engine.CompiledRunner(model, engine.plan(model, training=True))
+        data = runner.prepare(x, y)
+        rows = np.random.default_rng(0).permutation(len(x))[:spec.batch_size]
+        timings = step_kernels(model, data, rows, args.repeat)
+        step = whole_step_us(model, data, len(x), spec.batch_size)
+        print(f"\n{name} model ({textwrap.shorten(spec.title, 80)}), one step of batch "
+              f"{len(rows)} (µs, median):\n")
         print("| kernel | µs |\n|---|---:|")
         for kernel, us in timings.items():
             print(f"| {kernel} | {us:.1f} |")
-        print(f"| sum | {sum(timings.values()):.1f} |")
+        print(f"| sum of the kernels | {sum(timings.values()):.1f} |")
+        print(f"| whole step, as fit runs it ({training.STEPS_PER_CALL} steps per call) "
+              f"| {step:.1f} |")
 
 
 if __name__ == "__main__":

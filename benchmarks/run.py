@@ -1,16 +1,24 @@
-"""tinynn against Keras and PyTorch on the notebook's task: one command, one table.
+"""tinynn against Keras, PyTorch and JAX on MNIST: one command, one table.
 
-    python benchmarks/run.py                       # everything, 3 seeds, 5 epochs
-    python benchmarks/run.py --seeds 0 --frameworks tinynn-numba,keras
+    python benchmarks/run.py                       # everything, 3 seeds, each model's epochs
+    python benchmarks/run.py --seeds 0 --frameworks tinynn-numba,keras --models hidden
+    python benchmarks/run.py --limit 600 --epochs 1 --seeds 0   # a quick check that all runs
+
+The models (``specs.MODELS``): the notebook's ``simple`` and ``hidden`` (batch
+32, 5 epochs), TensorFlow's ``quickstart`` (batch 32, 5 epochs), Keras's
+``mnist_mlp`` (batch 128, 3 epochs), and ``hidden-user`` (the hidden model with
+a user's first layer; tinynn-numba only, compared with the built-in model).
 
 Each run (framework × model × seed) is a separate process (benchmarks/worker.py),
 started one at a time, so no run shares a core, a cache or a warm-up with
-another. Keras and PyTorch are optional: give the interpreter of an environment
-that has them (--keras-python, --torch-python, or $TINYNN_KERAS_PYTHON /
-$TINYNN_TORCH_PYTHON); a framework that does not import is reported and skipped.
+another. Keras, PyTorch and JAX are optional: give the interpreter of an
+environment that has them (--keras-python, --torch-python, --jax-python, or
+$TINYNN_KERAS_PYTHON / $TINYNN_TORCH_PYTHON / $TINYNN_JAX_PYTHON); a framework
+that does not import is reported and skipped.
 
 Writes benchmarks/results/latest.json (every run), latest.md (the table) and
-latest.png (the chart), and prints the table.
+latest.png (the chart), and prints the table. Ratios are of seconds per epoch
+between rows of this same run.
 """
 
 from __future__ import annotations
@@ -22,17 +30,28 @@ import platform
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from specs import MODELS, TINYNN_ONLY
+from worker import FRAMEWORKS
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-FRAMEWORKS = ["tinynn-numba", "tinynn-numpy", "keras", "torch"]
 IMPORTS = {"tinynn-numba": "tinynn, numba", "tinynn-numpy": "tinynn", "keras": "keras",
-           "torch": "torch"}
+           "torch": "torch", "jax": "jax"}
+#: The peers' interpreters: (option, environment variable).
+PYTHONS = {"keras": ("keras_python", "TINYNN_KERAS_PYTHON"),
+           "torch": ("torch_python", "TINYNN_TORCH_PYTHON"),
+           "jax": ("jax_python", "TINYNN_JAX_PYTHON")}
+#: Rows whose ratios are taken against another model's rows: a user's part
+#: against the built-in model it replaces.
+BASE_MODEL = {"hidden-user": "hidden"}
+#: Who runs a tinynn-only model by default.
+USER_FRAMEWORKS = ("tinynn-numba",)
 
 
 def machine() -> dict:
@@ -50,10 +69,9 @@ def machine() -> dict:
 
 
 def interpreter(framework: str, args) -> str:
-    if framework == "keras":
-        return args.keras_python or os.environ.get("TINYNN_KERAS_PYTHON") or sys.executable
-    if framework == "torch":
-        return args.torch_python or os.environ.get("TINYNN_TORCH_PYTHON") or sys.executable
+    if framework in PYTHONS:
+        option, variable = PYTHONS[framework]
+        return getattr(args, option, None) or os.environ.get(variable) or sys.executable
     return sys.executable
 
 
@@ -68,11 +86,12 @@ def available(python: str, framework: str) -> str | None:
 
 def run_one(python: str, framework: str, model: str, seed: int, args,
             extra: list[str] = (), env: dict | None = None) -> dict:
+    """One worker process; its JSON result, with the process's wall time added."""
     cmd = [python, str(HERE / "worker.py"), "--framework", framework, "--model", model,
-           "--seed", str(seed), "--epochs", str(args.epochs),
-           "--batch-size", str(args.batch_size), *extra]
-    if args.data_dir:
-        cmd += ["--data-dir", args.data_dir]
+           "--seed", str(seed), *extra]
+    for option in ("epochs", "batch_size", "limit", "threads", "data_dir"):
+        if getattr(args, option, None):
+            cmd += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE.parent,
                           env={**os.environ, **(env or {})})
@@ -84,60 +103,99 @@ def run_one(python: str, framework: str, model: str, seed: int, args,
     return result
 
 
+def later_epochs(epochs: list[float]) -> float:
+    """Seconds per epoch once warm: the median of epochs 2 … n (epoch 1 if there is one)."""
+    return float(np.median(epochs[1:] or epochs))
+
+
 def summarise(runs: list[dict]) -> list[dict]:
-    """One row per framework and model: medians over seeds."""
+    """One row per framework and model: medians over seeds, and same-run ratios."""
+    order = list(MODELS)
     rows = []
     keys = sorted({(r["model"], r["framework"]) for r in runs},
-                  key=lambda k: (k[0] != "simple", FRAMEWORKS.index(k[1])))
+                  key=lambda k: (order.index(k[0]), FRAMEWORKS.index(k[1])))
     for model, framework in keys:
         group = [r for r in runs if r["model"] == model and r["framework"] == framework]
 
         def med(f, group=group):
             return float(np.median([f(r) for r in group]))
 
-        rows.append({
+        row = {
             "model": model, "framework": framework, "seeds": len(group),
-            "epoch_s": med(lambda r: np.median(r["epochs"][1:] or r["epochs"])),
+            "batch_size": group[0]["batch_size"], "epochs": len(group[0]["epochs"]),
+            "train_samples": group[0].get("train_samples", 60000),
+            "threads": group[0].get("threads", {}).get("framework"),
+            "version": group[0].get("version", ""),
+            "epoch_s": med(lambda r: later_epochs(r["epochs"])),
             "first_epoch_s": med(lambda r: r["epochs"][0]),
             "fit_overhead_s": med(lambda r: r["fit_overhead_seconds"]),
             "wall_s": med(lambda r: r["wall_seconds"]),
             "accuracy": med(lambda r: r["test_accuracy"]),
             "loss": med(lambda r: r["test_loss"]),
-            "predict_1_ms": med(lambda r: r["predict_seconds"]["1"] * 1e3),
-            "predict_32_ms": med(lambda r: r["predict_seconds"]["32"] * 1e3),
-            "predict_10k_ms": med(lambda r: r["predict_seconds"]["10000"] * 1e3),
             "peak_rss_mb": med(lambda r: r["peak_rss_mb"]),
-        })
+        }
+        if all("predict_seconds" in r for r in group):
+            for n in ("1", "32", "10000"):
+                row[f"predict_{n}_ms"] = med(lambda r, n=n: r["predict_seconds"][n] * 1e3)
+        rows.append(row)
     for row in rows:
-        for base in ("tinynn-numpy", "keras"):
-            ref = next((r for r in rows if r["model"] == row["model"]
-                        and r["framework"] == base), None)
-            row[f"vs_{base}"] = ref["epoch_s"] / row["epoch_s"] if ref else None
+        base = BASE_MODEL.get(row["model"], row["model"])
+        for peer in ("tinynn-numpy", "keras", "jax"):
+            ref = find(rows, base, peer)
+            row[f"vs_{peer}"] = ref["epoch_s"] / row["epoch_s"] if ref else None
+        built_in = find(rows, base, row["framework"]) if base != row["model"] else None
+        #: How many times slower than the same framework's built-in model.
+        row["vs_built_in"] = row["epoch_s"] / built_in["epoch_s"] if built_in else None
     return rows
+
+
+def find(rows: list[dict], model: str, framework: str) -> dict | None:
+    return next((r for r in rows if r["model"] == model and r["framework"] == framework), None)
 
 
 def table(rows: list[dict], info: dict, args) -> str:
     def ratio(x):
         return "—" if x is None else f"{x:.1f}×"
 
+    def predict(r):
+        if "predict_1_ms" not in r:
+            return "—"
+        return (f"{r['predict_1_ms']:.2f} / {r['predict_32_ms']:.2f} / "
+                f"{r['predict_10000_ms']:.1f}")
+
+    samples = sorted({r["train_samples"] for r in rows})
+    threads = (f"pinned to {args.threads} core(s)" if args.threads else
+               "each framework's default threads (tinynn trains on one core)")
+    versions = ", ".join(dict.fromkeys(r["version"] for r in rows if r.get("version")))
     lines = [
-        f"Machine: {info['cpu']}, {info['cores']} cores, Python {info['python']}; "
-        f"{info['date']}. MNIST, batch {args.batch_size}, {args.epochs} epochs, "
-        f"seeds {args.seeds}; medians over seeds (s/epoch: median of epochs 2–{args.epochs}).",
+        f"Machine: {info['cpu']}, {info['cores']} cores, Python {info['python']}, "
+        f"{info['system']}; {info['date']}." + (f" Versions: {versions}." if versions else ""),
+        f"MNIST, {'/'.join(map(str, samples))} training samples; seeds {args.seeds}; "
+        f"{threads}. Medians over seeds; s/epoch is the median of epochs 2 … n. "
+        "Ratios are of s/epoch within this run: how many times faster than NumPy, "
+        "Keras or JAX (a user's-part row: against the built-in model's rows).",
         "",
-        "| model | framework | s/epoch | speed-up vs NumPy | vs Keras | first epoch s "
-        "| fit set-up s | whole run s | test acc | test loss | predict 1 / 32 / 10k ms "
-        "| peak RSS MB |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | framework | batch | epochs | threads | s/epoch | vs NumPy | vs Keras "
+        "| vs JAX | first epoch s | fit set-up s | whole run s | test acc | test loss "
+        "| predict 1 / 32 / 10k ms | peak RSS MB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['framework']} | {r['epoch_s']:.3f} | "
-            f"{ratio(r['vs_tinynn-numpy'])} | {ratio(r['vs_keras'])} | "
+            f"| {r['model']} | {r['framework']} | {r['batch_size']} | {r['epochs']} | "
+            f"{r['threads'] or '—'} | {r['epoch_s']:.3f} | {ratio(r['vs_tinynn-numpy'])} | "
+            f"{ratio(r['vs_keras'])} | {ratio(r['vs_jax'])} | "
             f"{r['first_epoch_s']:.3f} | {r['fit_overhead_s']:.2f} | {r['wall_s']:.1f} | "
-            f"{r['accuracy']:.4f} | {r['loss']:.4f} | {r['predict_1_ms']:.2f} / "
-            f"{r['predict_32_ms']:.2f} / {r['predict_10k_ms']:.1f} | {r['peak_rss_mb']:.0f} |"
+            f"{r['accuracy']:.4f} | {r['loss']:.4f} | {predict(r)} | {r['peak_rss_mb']:.0f} |"
         )
+    for r in rows:
+        if r["vs_built_in"] is not None:
+            base = BASE_MODEL[r["model"]]
+            lines.append(
+                f"\nUser part: {r['model']} on {r['framework']} takes {r['epoch_s']:.3f} s/epoch, "
+                f"{r['vs_built_in']:.2f}× the built-in {base} model's "
+                f"{find(rows, base, r['framework'])['epoch_s']:.3f} s (the layer contract: "
+                f"≤ 3×); test accuracy {r['accuracy']:.4f}.")
     return "\n".join(lines)
 
 
@@ -155,35 +213,34 @@ def pyplot():
 
 
 def chart(rows: list[dict], path: Path, info: dict) -> None:
+    """Seconds per epoch, a group of bars per model, a colour per framework (log scale)."""
     plt = pyplot()
     if plt is None:
         return
-    models = [m for m in ("simple", "hidden") if any(r["model"] == m for r in rows)]
+    models = [m for m in MODELS if any(r["model"] == m for r in rows)]
     frameworks = [f for f in FRAMEWORKS if any(r["framework"] == f for r in rows)]
     colors = {"tinynn-numba": "#1b9e77", "tinynn-numpy": "#7570b3", "keras": "#d95f02",
-              "torch": "#e7298a"}
-    fig, ax = plt.subplots(figsize=(8, 4.8))
+              "torch": "#e7298a", "jax": "#66a61e"}
+    fig, ax = plt.subplots(figsize=(max(8, 2.2 * len(models)), 5))
     width = 0.8 / len(frameworks)
     for i, fw in enumerate(frameworks):
         for j, model in enumerate(models):
-            row = next((r for r in rows if r["framework"] == fw and r["model"] == model), None)
+            row = find(rows, model, fw)
             if row is None:
                 continue
             x = j + (i - (len(frameworks) - 1) / 2) * width
             ax.bar(x, row["epoch_s"], width * 0.95, color=colors[fw],
-                   label=fw if j == 0 else None)
+                   label=fw if fw not in ax.get_legend_handles_labels()[1] else None)
             ax.text(x, row["epoch_s"] * 1.08, f"{row['epoch_s']:.2f}", ha="center",
-                    va="bottom", fontsize=9)
+                    va="bottom", fontsize=7, rotation=90)
     ax.set_yscale("log")
     ax.set_xticks(range(len(models)))
-    ax.set_xticklabels([{"simple": "simple: Dense(10, sigmoid)",
-                         "hidden": "hidden: Dense(100, relu) → Dense(10, sigmoid)"}[m]
-                        for m in models])
+    ax.set_xticklabels([textwrap.fill(MODELS[m].title, 26) for m in models], fontsize=8)
     ax.set_ylabel("seconds per epoch (log scale, lower is better)")
-    ax.set_title(f"MNIST, batch 32: training time per epoch\n{info['cpu']}, {info['cores']} cores",
+    ax.set_title(f"MNIST: training time per epoch\n{info['cpu']}, {info['cores']} cores",
                  fontsize=10)
     ax.legend(loc="upper left", fontsize=9)
-    ax.set_ylim(top=ax.get_ylim()[1] * 2)
+    ax.set_ylim(top=ax.get_ylim()[1] * 4)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -196,11 +253,13 @@ def start_up(args) -> dict:
     epoch takes (set-up + first epoch − later epoch), and the process's import time.
     """
     report = {}
+    three = argparse.Namespace(**{**vars(args), "epochs": max(args.epochs or 3, 2),
+                                  "batch_size": None})
     with tempfile.TemporaryDirectory() as cache:
         for name in ("cold", "warm"):  # the same cache directory: empty, then filled
-            r = run_one(sys.executable, "tinynn-numba", "hidden", 0, args, ["--no-predict"],
+            r = run_one(sys.executable, "tinynn-numba", "hidden", 0, three, ["--no-predict"],
                         {"NUMBA_CACHE_DIR": cache})
-            extra = r["fit_overhead_seconds"] + r["epochs"][0] - float(np.median(r["epochs"][1:]))
+            extra = r["fit_overhead_seconds"] + r["epochs"][0] - later_epochs(r["epochs"])
             report[name] = {"first_epoch_extra_s": extra, "wall_s": r["wall_seconds"]}
     probe = subprocess.run(
         [sys.executable, "-c", "import time; t = time.perf_counter(); import tinynn; "
@@ -212,41 +271,86 @@ def start_up(args) -> dict:
     return report
 
 
+def plan_runs(args) -> list[tuple[str, str]]:
+    """(framework, model) pairs to run: a tinynn-only model only on its frameworks."""
+    frameworks, models = args.frameworks.split(","), args.models.split(",")
+    for name, known in (("--frameworks", FRAMEWORKS), ("--models", list(MODELS))):
+        unknown = set(frameworks if name == "--frameworks" else models) - set(known)
+        if unknown:
+            raise SystemExit(f"{name}: unknown {sorted(unknown)}; choose from {known}")
+    return [(f, m) for f in frameworks for m in models
+            if m not in TINYNN_ONLY or f in USER_FRAMEWORKS]
+
+
+def replot(out: Path) -> None:
+    """The reports again from latest.json (summarised anew, so older records work too)."""
+    record = json.loads((out / "latest.json").read_text())
+    record["args"] = {"seeds": "?", "threads": None, **record["args"]}
+    record["summary"] = summarise(record["runs"])
+    write_reports(record, out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frameworks", default=",".join(FRAMEWORKS))
-    parser.add_argument("--models", default="simple,hidden")
+    parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs of every model (default: each model's own)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="batch size of every model (default: each model's own)")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="train on the first LIMIT samples only (a quick check)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="pin every run to this many cores (default: all)")
+    parser.add_argument("--no-startup", action="store_true",
+                        help="skip tinynn-numba's cold/warm kernel-cache runs")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--keras-python", default=None)
     parser.add_argument("--torch-python", default=None)
+    parser.add_argument("--jax-python", default=None)
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--replot", action="store_true",
+                        help="rewrite latest.md and latest.png from latest.json without running")
     args = parser.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
     out = Path(args.out)
+    if args.replot:
+        replot(out)
+        return
+    seeds = [int(s) for s in args.seeds.split(",")]
+    pairs = plan_runs(args)
     out.mkdir(parents=True, exist_ok=True)
 
     info = machine()
     runs, skipped = [], {}
-    startup = start_up(args) if "tinynn-numba" in args.frameworks.split(",") else None
-    for framework in args.frameworks.split(","):
+    startup = None
+    if "tinynn-numba" in args.frameworks.split(",") and not args.no_startup:
+        startup = start_up(args)
+    for framework in dict.fromkeys(f for f, _ in pairs):
         python = interpreter(framework, args)
         why = available(python, framework)
         if why:
             skipped[framework] = why
             print(f"{framework}: not available with {python} ({why}); skipped")
             continue
-        for model in args.models.split(","):
+        for model in [m for f, m in pairs if f == framework]:
             for seed in seeds:
                 result = run_one(python, framework, model, seed, args)
-                print(f"{framework:13} {model:6} seed {seed}: "
-                      f"{np.median(result['epochs'][1:] or result['epochs']):.3f} s/epoch, "
+                print(f"{framework:13} {model:11} seed {seed}: "
+                      f"{later_epochs(result['epochs']):.3f} s/epoch, "
                       f"test accuracy {result['test_accuracy']:.4f}", flush=True)
                 runs.append(result)
     rows = summarise(runs)
-    text = table(rows, info, args)
+    record = {"machine": info, "args": vars(args), "skipped": skipped, "startup": startup,
+              "runs": runs, "summary": rows}
+    (out / "latest.json").write_text(json.dumps(record, indent=1))
+    write_reports(record, out)
+
+
+def write_reports(record: dict, out: Path) -> None:
+    """Print the table, and write it (latest.md) and the chart (latest.png)."""
+    rows, info, startup = record["summary"], record["machine"], record["startup"]
+    text = table(rows, info, argparse.Namespace(**record["args"]))
     print()
     print(text)
     if startup:
@@ -255,9 +359,6 @@ def main() -> None:
                  f"an empty kernel cache (the first-ever compile), "
                  f"{startup['warm']['first_epoch_extra_s']:.2f} s longer with the cache warm; "
                  f"`import tinynn` takes {startup['import_tinynn_s']:.3f} s.")
-    record = {"machine": info, "args": vars(args), "skipped": skipped, "startup": startup,
-              "runs": runs, "summary": rows}
-    (out / "latest.json").write_text(json.dumps(record, indent=1))
     (out / "latest.md").write_text(text + "\n")
     chart(rows, out / "latest.png", info)
     print(f"\nwrote {out / 'latest.json'}, latest.md and latest.png")

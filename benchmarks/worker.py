@@ -2,15 +2,18 @@
 
     python benchmarks/worker.py --framework tinynn-numba --model hidden --seed 0
 
-Trains the notebook's model on MNIST (batch 32, Keras's semantics) and prints
-one JSON object: seconds per epoch, import and set-up time, test loss and
-accuracy, predict times and peak memory. benchmarks/run.py starts one of these
-per framework, model and seed, one at a time.
+Trains one of the models of ``specs.MODELS`` on MNIST (Keras's semantics) and
+prints one JSON object: seconds per epoch, import and set-up time, test loss and
+accuracy, predict times, peak memory and the threads used. benchmarks/run.py
+starts one of these per framework, model and seed, one at a time.
 
 Frameworks: tinynn-numba, tinynn-numpy, keras (Keras 3 on TensorFlow's CPU
-backend) and torch (PyTorch on the CPU, written to Keras's semantics: Glorot
-init, the loss on the output layer's logits, Keras's form of Adam with
-ε = 1e-7). MNIST is read with tinynn's loader from --data-dir or $TINYNN_DATA.
+backend), torch (PyTorch on the CPU, ``peer_torch``) and jax (JAX on the CPU,
+``peer_jax``); the last two are written to Keras's semantics. MNIST is read with
+tinynn's loader from --data-dir or $TINYNN_DATA.
+
+``--threads N`` pins the process to N cores (CPU affinity, before anything is
+imported) and sets each framework's own thread count to N where it has one.
 """
 
 from __future__ import annotations
@@ -27,20 +30,32 @@ START = time.perf_counter()
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tinynn's loader, any venv
 
 import numpy as np  # noqa: E402
+from specs import (  # noqa: E402
+    MODELS,
+    TINYNN_ONLY,
+    keras_compile_arguments,
+    keras_layers,
+    load_mnist,
+    with_units,
+)
 
-MODELS = {"simple": [(10, "sigmoid")], "hidden": [(100, "relu"), (10, "sigmoid")]}
+FRAMEWORKS = ["tinynn-numba", "tinynn-numpy", "keras", "torch", "jax"]
 
 
-def load_mnist(data_dir: str | None):
-    from tinynn.datasets import mnist
-
-    (x_train, y_train), (x_test, y_test) = mnist.load_data(data_dir)
-    # float32 from the start: the float64 arrays of the notebook's `x / 255`
-    # would double the peak memory of every framework alike.
-    scale = np.float32(255)
-    x_train = x_train.reshape(len(x_train), -1) / scale  # uint8 / float32 → float32
-    x_test = x_test.reshape(len(x_test), -1) / scale
-    return x_train, y_train.astype(np.int64), x_test, y_test.astype(np.int64)
+def limit_threads(threads: int) -> None:
+    """Run on ``threads`` cores: CPU affinity, and the thread counts read from the
+    environment at import (BLAS, Numba, TensorFlow, XLA)."""
+    cores = sorted(os.sched_getaffinity(0))
+    if threads > len(cores):
+        raise SystemExit(f"--threads {threads}: only {len(cores)} cores available")
+    os.sched_setaffinity(0, cores[:threads])
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                 "NUMBA_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+        os.environ[name] = str(threads)
+    if threads == 1:  # XLA's CPU client has no thread count, only this switch
+        flags = os.environ.get("XLA_FLAGS", "")
+        os.environ["XLA_FLAGS"] = (flags + " --xla_cpu_multi_thread_eigen=false "
+                                   "intra_op_parallelism_threads=1").strip()
 
 
 def median_seconds(fn, repeat: int) -> float:
@@ -78,154 +93,113 @@ class KerasStyle:
 
 
 class Tinynn(KerasStyle):
-    def __init__(self, backend: str, layers, seed: int):
+    def __init__(self, backend: str, spec, seed: int, threads: int | None = None):
         import tinynn
 
         tinynn.set_backend(backend)
         tinynn.utils.set_random_seed(seed)
-        stack = [tinynn.layers.Dense(units, activation=act) for units, act in layers]
-        stack[0] = tinynn.layers.Dense(layers[0][0], activation=layers[0][1], input_shape=(784,))
-        self.model = tinynn.Sequential(stack)
-        self.model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
-                           metrics=["accuracy"])
+        from user_dense import UserDense
+
+        self.model = tinynn.Sequential(keras_layers(tinynn, spec, UserDense))
+        self.model.compile(**keras_compile_arguments(tinynn, spec))
         self.callback_base = tinynn.callbacks.Callback
+        # Training runs on one core; predict's forward pass on large inputs uses
+        # one thread per core (os.cpu_count(), whatever the affinity).
+        self.threads = 1
 
 
 class Keras(KerasStyle):
-    def __init__(self, layers, seed: int):
+    def __init__(self, spec, seed: int, threads: int | None = None):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         import keras
+        import tensorflow as tf
 
+        if threads:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        # 0 means TensorFlow's default: one thread per core.
+        self.threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
         keras.utils.set_random_seed(seed)
-        self.model = keras.Sequential(
-            [keras.Input((784,))] + [keras.layers.Dense(u, activation=a) for u, a in layers]
-        )
-        self.model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
-                           metrics=["accuracy"])
+        self.model = keras.Sequential(keras_layers(keras, spec))
+        self.model.compile(**keras_compile_arguments(keras, spec))
         self.callback_base = keras.callbacks.Callback
 
 
-class Torch:
-    """PyTorch written to Keras's semantics, so that accuracies are comparable."""
-
-    def __init__(self, layers, seed: int):
-        import torch
-
-        self.torch = torch
-        torch.manual_seed(seed)
-        self.generator = torch.Generator().manual_seed(seed)
-        modules, fan_in = [], 784
-        self.activations = []
-        for units, act in layers:
-            linear = torch.nn.Linear(fan_in, units)
-            torch.nn.init.xavier_uniform_(linear.weight)  # Glorot uniform, as Keras
-            torch.nn.init.zeros_(linear.bias)
-            modules.append(linear)
-            self.activations.append(act)
-            fan_in = units
-        self.linears = torch.nn.ModuleList(modules)
-        self.params = list(self.linears.parameters())
-        self.m = [torch.zeros_like(p) for p in self.params]
-        self.v = [torch.zeros_like(p) for p in self.params]
-        self.t = 0
-
-    def logits(self, x):
-        for i, linear in enumerate(self.linears):
-            x = linear(x)
-            if i < len(self.linears) - 1 and self.activations[i] == "relu":
-                x = self.torch.relu(x)
-        return x  # the output layer's logits: Keras's loss works on these
-
-    def outputs(self, x):
-        z = self.logits(x)
-        return self.torch.sigmoid(z) if self.activations[-1] == "sigmoid" else z
-
-    def step(self, xb, yb):
-        torch = self.torch
-        z = self.logits(xb)
-        loss = torch.nn.functional.cross_entropy(z, yb)
-        for p in self.params:
-            p.grad = None
-        loss.backward()
-        self.t += 1
-        b1, b2, lr, eps = 0.9, 0.999, 0.001, 1e-7
-        lr_t = lr * (1 - b2**self.t) ** 0.5 / (1 - b1**self.t)
-        with torch.no_grad():  # Keras's form of Adam
-            for p, m, v in zip(self.params, self.m, self.v):
-                g = p.grad
-                m.add_((g - m) * (1 - b1))
-                v.add_((g * g - v) * (1 - b2))
-                p.sub_(lr_t * m / (v.sqrt() + eps))
-        return loss.detach(), z.detach()
-
-    def fit(self, x, y, epochs, batch_size):
-        torch = self.torch
-        x, y = torch.from_numpy(x), torch.from_numpy(y)
-        times = []
-        for _ in range(epochs):
-            start = time.perf_counter()
-            order = torch.randperm(len(x), generator=self.generator)
-            for i in range(0, len(x), batch_size):
-                idx = order[i : i + batch_size]
-                self.step(x[idx], y[idx])
-            times.append(time.perf_counter() - start)
-        return times
-
-    def evaluate(self, x, y):
-        torch = self.torch
-        with torch.no_grad():
-            z = self.logits(torch.from_numpy(x))
-            loss = torch.nn.functional.cross_entropy(z, torch.from_numpy(y))
-            accuracy = (z.argmax(1) == torch.from_numpy(y)).float().mean()
-        return [float(loss), float(accuracy)]
-
-    def predict(self, x, batch_size):
-        torch = self.torch
-        with torch.no_grad():
-            xt = torch.from_numpy(x)
-            return torch.cat(
-                [self.outputs(xt[i : i + batch_size]) for i in range(0, len(x), batch_size)]
-            ).numpy()
-
-
-def make(framework: str, layers, seed: int):
+def make(framework: str, spec, seed: int, threads: int | None):
     if framework.startswith("tinynn-"):
-        return Tinynn(framework.split("-", 1)[1], layers, seed)
-    return {"keras": Keras, "torch": Torch}[framework](layers, seed)
+        return Tinynn(framework.split("-", 1)[1], spec, seed, threads)
+    if spec.user_first:
+        raise SystemExit(f"{framework} cannot run a model with a tinynn layer in it")
+    if framework == "keras":
+        return Keras(spec, seed, threads)
+    if framework == "torch":
+        from peer_torch import Torch
+
+        return Torch(spec, seed, threads)
+    from peer_jax import Jax
+
+    runner = Jax(spec, seed)
+    runner.threads = threads or os.cpu_count()  # XLA: all cores, or one (see limit_threads)
+    return runner
+
+
+def version(framework: str) -> str:
+    """The version of what ran (already imported)."""
+    module = framework if framework in ("keras", "torch", "jax") else "tinynn"
+    text = f"{module} {sys.modules[module].__version__}"
+    if framework == "keras":
+        text += f" (TensorFlow {sys.modules['tensorflow'].__version__})"
+    if framework == "tinynn-numba":
+        text += f" (Numba {sys.modules['numba'].__version__})"
+    return text
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--framework", required=True,
-                        choices=["tinynn-numba", "tinynn-numpy", "keras", "torch"])
+    parser.add_argument("--framework", required=True, choices=FRAMEWORKS)
     parser.add_argument("--model", default="hidden", choices=sorted(MODELS))
     parser.add_argument("--units", type=int, default=None,
-                        help="hidden width (replaces 100 in the hidden model)")
+                        help="width of the first Dense layer (the scaling study)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=None, help="default: the model's")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the model's")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="train on the first LIMIT samples only (a quick check)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="cores to run on (default: all, each framework's default)")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--no-predict", action="store_true")
     args = parser.parse_args()
+    for name in ("units", "epochs", "batch_size", "limit", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    if args.model in TINYNN_ONLY and not args.framework.startswith("tinynn-"):
+        parser.error(f"--model {args.model} runs on tinynn only")
+    if args.threads:
+        limit_threads(args.threads)  # before any framework is imported
 
-    layers = list(MODELS[args.model])
-    if args.units and args.model == "hidden":
-        layers[0] = (args.units, "relu")
-    x_train, y_train, x_test, y_test = load_mnist(args.data_dir)
+    spec = with_units(MODELS[args.model], args.units)
+    epochs = args.epochs or spec.epochs
+    batch_size = args.batch_size or spec.batch_size
+    x_train, y_train, x_test, y_test = load_mnist(spec, args.data_dir, args.limit)
     start = time.perf_counter()
-    runner = make(args.framework, layers, args.seed)
+    runner = make(args.framework, spec, args.seed, args.threads)
     import_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    epochs = runner.fit(x_train, y_train, args.epochs, args.batch_size)
+    epoch_times = runner.fit(x_train, y_train, epochs, batch_size)
     fit_seconds = time.perf_counter() - start
     loss, accuracy = runner.evaluate(x_test, y_test)
     result = {
-        "framework": args.framework, "model": args.model, "seed": args.seed,
-        "units": layers[0][0] if args.model == "hidden" else None,
-        "batch_size": args.batch_size, "epochs": epochs,
+        "framework": args.framework, "version": version(args.framework),
+        "model": args.model, "seed": args.seed,
+        "units": next(layer[1] for layer in spec.layers if layer[0] == "dense"),
+        "batch_size": batch_size, "train_samples": len(x_train), "epochs": epoch_times,
+        "threads": {"requested": args.threads, "cores": len(os.sched_getaffinity(0)),
+                    "framework": runner.threads},
         "import_seconds": import_seconds,
         # Everything fit did besides the epochs themselves (data conversion, set-up).
-        "fit_overhead_seconds": fit_seconds - sum(epochs),
+        "fit_overhead_seconds": fit_seconds - sum(epoch_times),
         "test_loss": float(loss), "test_accuracy": float(accuracy),
     }
     if not args.no_predict:
