@@ -328,3 +328,48 @@ def test_kernel_cache_is_stamped_by_every_kernel_file(tmp_path, monkeypatch):
         assert cache.sources_stamp() != before
     finally:
         cache.sources_stamp.cache_clear()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_wide_dense_twins_through_blas(dtype, layout):
+    """Kernels of ≥ BLAS_MIN_WEIGHTS weights multiply through BLAS: same results."""
+    n, k, u = 9, 500, 450
+    assert compiled.uses_blas(np.empty((k, u))) and k * u < 2 * compiled.BLAS_MIN_WEIGHTS
+    rng = np.random.default_rng(0)
+    x = arrange(sparse_normal(rng, (n, k), dtype, 0.5), layout)
+    W = arrange(rng.normal(0, 0.05, (k, u)).astype(dtype), layout)
+    b = rng.normal(size=u).astype(dtype)
+    for got, want in zip(compiled.dense_forward(x, W, b, "relu"),
+                         reference.dense_forward(x, W, b, "relu")):
+        assert_twins(got, want, dtype)
+    a = reference.dense_forward(x, W, b, "relu")[1]
+    da = rng.normal(size=(n, u)).astype(dtype)
+    for got, want in zip(compiled.dense_backward(x, W, a, da, "relu"),
+                         reference.dense_backward(x, W, a, da, "relu")):
+        assert_twins(got, want, dtype)
+
+
+@pytest.mark.parametrize("first", ["dense", "dropout"])
+def test_wide_models_train_through_blas_as_numpy_does(first):
+    """A wide first and second layer (BLAS in the fused step, sparse input gathered)."""
+    rng = np.random.default_rng(1)
+    x = sparse_normal(rng, (70, 500), np.float32, 0.8)
+    y = rng.integers(0, 3, size=70)
+    results = []
+    for backend in ("numba", "numpy"):
+        with tinynn.backend.using(backend):
+            tinynn.utils.set_random_seed(0)
+            L = tinynn.layers
+            model = tinynn.Sequential([tinynn.Input(shape=(500,)),
+                                       *([L.Dropout(0.2)] if first == "dropout" else []),
+                                       L.Dense(450, "relu"), L.Dense(450, "tanh"),
+                                       L.Dense(3, "softmax")])
+            model.compile(tinynn.optimizers.RMSprop(), "sparse_categorical_crossentropy")
+            model.fit(x, y, batch_size=32, epochs=2, verbose=0)
+            results.append((model.get_weights(), model.predict(x), model.evaluate(x, y, verbose=0)))
+    (w1, p1, e1), (w2, p2, e2) = results
+    for a, b in zip(w1, w2):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(p1, p2, rtol=1e-4, atol=1e-5)
+    assert e1 == pytest.approx(e2, rel=1e-4)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -33,6 +34,22 @@ def _fused():
     from tinynn.backend import import_kernels
 
     return import_kernels("tinynn.kernels.fused")
+
+
+def _announce_compiling(kernel) -> None:
+    """Say so, once, when a fused kernel is about to compile for the first time on this
+    machine (nothing on disk yet): the first fit after install waits for it."""
+    try:
+        first = not kernel.overloads and not os.path.exists(kernel._cache._cache_file._index_path)
+    except AttributeError:  # numba's internals moved: say nothing rather than fail
+        return
+    if first and not _announce_compiling.done:
+        _announce_compiling.done = True
+        print("tinynn: compiling kernels, first run only (they are kept on disk)…",
+              file=sys.stderr, flush=True)
+
+
+_announce_compiling.done = False
 
 
 #: The layers the fused kernels can run (as ops; see ``Plan._add``).
@@ -145,6 +162,7 @@ class CompiledRunner:
         arguments = np.array([opt.update_arguments(opt.iterations + 1 + s)
                               for s in range(last - first)], np.float64).reshape(last - first, -1)
         counters = np.array([int(layer.state["step"][0]) for layer in p.dropouts], np.int64)
+        _announce_compiling(_fused().train_steps)
         result = _fused().train_steps(
             x, labels, targets, order, batch_size, first, last,
             p.ops, p.Ws, p.bs, self.param_index, self.rates, self.seeds, counters,
@@ -169,6 +187,7 @@ def forward_all(fused_plan: Plan, x: np.ndarray) -> tuple[np.ndarray, np.ndarray
     rows. The results do not depend on the split.
     """
     fused = _fused()
+    _announce_compiling(fused.forward_rows)
     p = fused_plan
     x = _rows_2d(x)
     n, c = len(x), int(p.ops[-1, 2])

@@ -125,6 +125,47 @@ def _affine(x, rows, W, b, z):
             z[r, j] = s
 
 
+#: A kernel with at least this many weights multiplies through BLAS (SciPy's, from
+#: Numba): on both cores, and fast for wide layers, where the hand loops run on one
+#: core; below it, a BLAS call costs more than it saves (and the sparse first layer
+#: of a narrow model is faster by hand).
+BLAS_MIN_WEIGHTS = 200_000
+
+
+@njit
+def uses_blas(W):
+    """Whether products with kernel W go through BLAS (see ``BLAS_MIN_WEIGHTS``)."""
+    return W.size >= BLAS_MIN_WEIGHTS
+
+
+@njit
+def _add_bias(z, b):
+    if len(b):
+        for r in range(z.shape[0]):
+            for j in range(z.shape[1]):
+                z[r, j] += b[j]
+
+
+@njit
+def _affine_blas(x, W, b, z):
+    """z = x · W + b through BLAS; x and W contiguous."""
+    np.dot(x, W, z)
+    _add_bias(z, b)
+
+
+@njit
+def _weight_grads_blas(x, dz, dW, db):
+    """dW = xᵀ · dz through BLAS, and db = Σ_r dz[r]."""
+    np.dot(x.T, dz, dW)
+    _bias_grads(dz, db)
+
+
+@njit
+def _input_grads_blas(dz, W, dx):
+    """dx = dz · Wᵀ through BLAS."""
+    np.dot(dz, W.T, dx)
+
+
 @njit
 def _sparse_rows(x):
     """x (n, k) as compressed sparse rows: row r's non-zeros are values[indptr[r]:indptr[r+1]],
@@ -406,7 +447,10 @@ def _no_bias(W):
 @njit
 def _dense_forward(x, W, b, code):
     z = np.empty((x.shape[0], W.shape[1]), dtype=W.dtype)
-    _affine(x, np.arange(x.shape[0]), W, b, z)
+    if uses_blas(W):
+        _affine_blas(np.ascontiguousarray(x), np.ascontiguousarray(W), b, z)
+    else:
+        _affine(x, np.arange(x.shape[0]), W, b, z)
     a = np.empty_like(z)
     _activate(z, a, code)
     return z, a
@@ -421,12 +465,17 @@ def dense_forward(x, W, b, activation):
 def _dense_backward(x, W, a, da, code, need_dx):
     dz = np.empty_like(a)
     _activate_backward(da, a, code, dz)
-    dW = np.empty_like(W)
+    dW = np.empty(W.shape, dtype=W.dtype)
     db = np.empty(W.shape[1], dtype=W.dtype)
-    _weight_grads(x, np.arange(x.shape[0]), dz, dW, db)
     dx = np.empty((x.shape[0], W.shape[0]), dtype=W.dtype)
-    if need_dx:
-        _input_grads(dz, W, dx)
+    if uses_blas(W):
+        _weight_grads_blas(np.ascontiguousarray(x), dz, dW, db)
+        if need_dx:
+            _input_grads_blas(dz, np.ascontiguousarray(W), dx)
+    else:
+        _weight_grads(x, np.arange(x.shape[0]), dz, dW, db)
+        if need_dx:
+            _input_grads(dz, W, dx)
     return dx, dW, db
 
 

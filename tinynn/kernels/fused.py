@@ -28,6 +28,7 @@ from tinynn.kernels.compiled import (
     _activate,
     _activate_backward,
     _affine,
+    _affine_blas,
     _categorical_probability_cross_entropy,
     _categorical_softmax_cross_entropy,
     _compact,
@@ -35,6 +36,7 @@ from tinynn.kernels.compiled import (
     _dropout,
     _finite,
     _input_grads,
+    _input_grads_blas,
     _probability_cross_entropy,
     _softmax_cross_entropy,
     _sparse_affine,
@@ -43,7 +45,9 @@ from tinynn.kernels.compiled import (
     _touch_rows,
     _update,
     _weight_grads,
+    _weight_grads_blas,
     njit,
+    uses_blas,
 )
 
 AFFINE, ACTIVATE, DROPOUT = 0, 1, 2
@@ -68,12 +72,14 @@ def _forward(x, rows, ops, Ws, bs, rates, seeds, counters, outs, scales, dense_x
     n = len(rows)
     indptr, indices, values = x
     prev = dense_x[:n]
-    if ops[0, 0] != AFFINE:
+    if ops[0, 0] != AFFINE or uses_blas(Ws[ops[0, 1]]):
         _gather(indptr, indices, values, rows, prev)
     for i in range(len(ops)):
         kind, arg = ops[i, 0], ops[i, 1]
         out = outs[i][:n]
-        if kind == AFFINE and i == 0:
+        if kind == AFFINE and uses_blas(Ws[arg]):
+            _affine_blas(prev, Ws[arg], bs[arg], out)
+        elif kind == AFFINE and i == 0:
             _sparse_affine(indptr, indices, values, rows, Ws[arg], bs[arg], out)
         elif kind == AFFINE:
             _affine(prev, identity[:n], Ws[arg], bs[arg], out)
@@ -175,10 +181,15 @@ def train_steps(x, labels, targets, order, batch_size, first_step, last_step,
             elif kind == DROPOUT:
                 grads[i - 1][:n] = dout * scales[i][:n]
             else:
-                if i == 0:
+                inp = outs[i - 1][:n] if i > 0 else dense_x[:n]
+                if uses_blas(Ws[arg]):
+                    _weight_grads_blas(inp, dout, dWs[arg], dbs[arg])
+                    if i > first_affine:
+                        _input_grads_blas(dout, Ws[arg], grads[i - 1][:n])
+                elif i == 0:
                     _sparse_weight_grads(*x, rows, dout, dWs[arg], dbs[arg])
                 else:
-                    _weight_grads(outs[i - 1][:n], identity[:n], dout, dWs[arg], dbs[arg])
+                    _weight_grads(inp, identity[:n], dout, dWs[arg], dbs[arg])
                     if i > first_affine:
                         _input_grads(dout, Ws[arg], grads[i - 1][:n])
                 p = param_index[arg]
@@ -223,7 +234,9 @@ def forward_rows(x, first, last, ops, Ws, bs, out_z, out_a):
         for i in range(n_ops):
             kind, arg = ops[i, 0], ops[i, 1]
             out = outs[i][:n]
-            if kind == AFFINE and i == 0:
+            if kind == AFFINE and uses_blas(Ws[arg]):
+                _affine_blas(prev, Ws[arg], bs[arg], out)
+            elif kind == AFFINE and i == 0:
                 for r in range(n):
                     count = _compact(x[start + r], indices, values)
                     _sparse_row_affine(indices, values, 0, count, Ws[arg], bs[arg], out[r])
