@@ -74,14 +74,19 @@ class Plan:
         self.Ws = tuple(d.params["kernel"] for d in self.dense)
         empty = np.empty(0, np.float32)
         self.bs = tuple(d.params.get("bias", empty) for d in self.dense)
-        last = self.ops[-1] if len(self.ops) else None
-        #: The output is a sigmoid or softmax, whose logits a loss may read.
-        self.has_logits = bool(last is not None and last[0] == ACTIVATE and last[1] in {
-            kernels().CODES[a] for a in activations.KEEPS_LOGITS})
+        last = model.leaf_layers[-1]
+        #: The output is a sigmoid or softmax's, whose logits a loss may read: decided by
+        #: the last layer, as the step-by-step path decides it (an identity layer after the
+        #: activation keeps no logits, even where it makes no op here).
+        self.has_logits = (isinstance(last, (layers.Dense, layers.Activation))
+                           and last.activation in activations.KEEPS_LOGITS)
 
     def _add(self, layer, width: int, training: bool) -> None:
         codes = kernels().CODES
         if isinstance(layer, layers.Dense):
+            _check_shape(layer, "kernel", (width, layer.units))
+            if layer.use_bias:
+                _check_shape(layer, "bias", (layer.units,))
             self.rows.append((AFFINE, len(self.dense), layer.units))
             self.dense.append(layer)
             width = layer.units
@@ -90,6 +95,17 @@ class Plan:
         if isinstance(layer, layers.Dropout) and training and layer.rate > 0:
             self.rows.append((DROPOUT, len(self.dropouts), width))
             self.dropouts.append(layer)
+
+
+def _check_shape(layer, key: str, shape: tuple) -> None:
+    """The kernels index arrays by these shapes: a parameter replaced since ``build`` must
+    still have them (else reads and writes would go out of bounds)."""
+    got = layer.params.get(key)
+    if got is None or got.shape != shape or got.dtype != np.float32 \
+            or not got.flags.c_contiguous:
+        raise ValueError(f"layer {layer.name!r}: params[{key!r}] must be a C-contiguous float32 "
+                         f"array of shape {shape}, got "
+                         f"{None if got is None else (got.dtype, got.shape)}")
 
 
 def plan(model, training: bool) -> Plan | None:
@@ -125,9 +141,14 @@ class CompiledRunner:
     def __init__(self, model, fused_plan: Plan):
         self.model, self.plan = model, fused_plan
         opt = model.optimizer
-        if opt.slots is None:
-            opt.build(model.weights)
         weights = model.weights
+        for i, (slot, w) in enumerate(zip(opt.slots, weights)):
+            for name in opt.slot_names:
+                a = slot.get(name)
+                if a is None or a.shape != w.shape or a.dtype != w.dtype \
+                        or not a.flags.c_contiguous:
+                    raise ValueError(f"optimizer slot {name!r} of weight {i} must be a "
+                                     f"C-contiguous {w.dtype} array of shape {w.shape}")
         self.P = tuple(w.reshape(-1) for w in weights)
         empty = np.empty(0, np.float32)
         names = opt.slot_names

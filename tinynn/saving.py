@@ -417,6 +417,7 @@ def _compile_from(model, spec: dict, archive: Archive, headers: list[Header]) ->
     model.compile(optimizer, loss, metrics=spec.get("metrics"))
     optimizer.iterations = iterations
     optimizer.slots = slots
+    optimizer.check_variables(model.weights)  # its state now belongs to these arrays
 
 
 def _string(value: object, name: str) -> str:

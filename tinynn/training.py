@@ -62,7 +62,10 @@ class StepRunner:
 
 def runner_for(model) -> StepRunner | engine.CompiledRunner:
     """The one place that decides how a model trains: compiled if it can, else step by step."""
-    model.optimizer.check_variables(model.weights)  # before anything changes
+    opt = model.optimizer
+    opt.check_variables(model.weights)  # before anything changes
+    if opt.slots is None:
+        opt.build(model.weights)  # for either runner, before the first step
     plan = engine.plan(model, training=True)
     return engine.CompiledRunner(model, plan) if plan else StepRunner(model)
 

@@ -416,6 +416,8 @@ def _unary(code):
 
     @njit
     def backward(da, a):
+        if da.shape != a.shape:
+            raise ValueError("da and a must have the same shape")
         da, a = np.ascontiguousarray(da), np.ascontiguousarray(a)
         dz = np.empty_like(a)
         u = a.shape[-1]
@@ -448,7 +450,8 @@ def _no_bias(W):
 def _dense_forward(x, W, b, code):
     z = np.empty((x.shape[0], W.shape[1]), dtype=W.dtype)
     if uses_blas(W):
-        _affine_blas(np.ascontiguousarray(x), np.ascontiguousarray(W), b, z)
+        # (BLAS multiplies arrays of one dtype: W's, which z has too.)
+        _affine_blas(np.ascontiguousarray(x).astype(W.dtype), np.ascontiguousarray(W), b, z)
     else:
         _affine(x, np.arange(x.shape[0]), W, b, z)
     a = np.empty_like(z)
@@ -456,8 +459,19 @@ def _dense_forward(x, W, b, code):
     return z, a
 
 
+def _check_dense(x, W, b, *per_unit):
+    """The loops index by these shapes: refuse arrays that disagree (NumPy would raise too)."""
+    k, u = W.shape
+    if x.ndim != 2 or x.shape[1] != k or (b is not None and b.shape != (u,)) or any(
+            a.shape != (len(x), u) for a in per_unit):
+        raise ValueError(f"dense kernel shapes disagree: x {x.shape}, W {W.shape}, "
+                         f"b {None if b is None else b.shape}, "
+                         f"outputs {[a.shape for a in per_unit]}")
+
+
 def dense_forward(x, W, b, activation):
     """Twin of ``reference.dense_forward``: z = x · W + b, a = f(z)."""
+    _check_dense(x, W, b)
     return _dense_forward(x, W, _no_bias(W) if b is None else b, CODES[activation])
 
 
@@ -469,9 +483,10 @@ def _dense_backward(x, W, a, da, code, need_dx):
     db = np.empty(W.shape[1], dtype=W.dtype)
     dx = np.empty((x.shape[0], W.shape[0]), dtype=W.dtype)
     if uses_blas(W):
-        _weight_grads_blas(np.ascontiguousarray(x), dz, dW, db)
+        dzw = dz.astype(W.dtype)
+        _weight_grads_blas(np.ascontiguousarray(x).astype(W.dtype), dzw, dW, db)
         if need_dx:
-            _input_grads_blas(dz, np.ascontiguousarray(W), dx)
+            _input_grads_blas(dzw, np.ascontiguousarray(W), dx)
     else:
         _weight_grads(x, np.arange(x.shape[0]), dz, dW, db)
         if need_dx:
@@ -481,13 +496,31 @@ def _dense_backward(x, W, a, da, code, need_dx):
 
 def dense_backward(x, W, a, da, activation, need_dx=True):
     """Twin of ``reference.dense_backward``: returns (dx or None, dW, db)."""
+    _check_dense(x, W, None, a, da)
     dx, dW, db = _dense_backward(x, W, a, da, CODES[activation], need_dx)
     return (dx if need_dx else None), dW, db
 
 
 @njit
+def _check_labels(z, labels):
+    """One label per row, each a column of z: the loops index z by them."""
+    if len(labels) != z.shape[0]:
+        raise ValueError("labels must have one entry per row")
+    for y in labels:
+        if y < 0 or y >= z.shape[1]:
+            raise ValueError("labels must be in [0, number of columns)")
+
+
+@njit
+def _check_targets(z, targets):
+    if targets.shape != z.shape:
+        raise ValueError("targets must have the shape of the outputs")
+
+
+@njit
 def sparse_softmax_cross_entropy(logits, labels):
     """Twin of ``reference.sparse_softmax_cross_entropy``."""
+    _check_labels(logits, labels)
     return _softmax_cross_entropy(
         logits, labels, np.arange(len(labels)), np.empty_like(logits)
     ).astype(logits.dtype)
@@ -496,6 +529,7 @@ def sparse_softmax_cross_entropy(logits, labels):
 @njit
 def sparse_softmax_cross_entropy_backward(logits, labels):
     """Twin of ``reference.sparse_softmax_cross_entropy_backward``."""
+    _check_labels(logits, labels)
     dz = np.empty_like(logits)
     _softmax_cross_entropy(logits, labels, np.arange(len(labels)), dz)
     return dz
@@ -504,6 +538,7 @@ def sparse_softmax_cross_entropy_backward(logits, labels):
 @njit
 def sparse_probability_cross_entropy(probs, labels, epsilon=1e-7):
     """Twin of ``reference.sparse_probability_cross_entropy``."""
+    _check_labels(probs, labels)
     return _probability_cross_entropy(
         probs, labels, np.arange(len(labels)), epsilon, np.empty_like(probs)
     ).astype(probs.dtype)
@@ -512,6 +547,7 @@ def sparse_probability_cross_entropy(probs, labels, epsilon=1e-7):
 @njit
 def sparse_probability_cross_entropy_backward(probs, labels, epsilon=1e-7):
     """Twin of ``reference.sparse_probability_cross_entropy_backward``."""
+    _check_labels(probs, labels)
     dp = np.empty_like(probs)
     _probability_cross_entropy(probs, labels, np.arange(len(labels)), epsilon, dp)
     return dp
@@ -520,6 +556,7 @@ def sparse_probability_cross_entropy_backward(probs, labels, epsilon=1e-7):
 @njit
 def categorical_softmax_cross_entropy(logits, targets):
     """Twin of ``reference.categorical_softmax_cross_entropy``."""
+    _check_targets(logits, targets)
     return _categorical_softmax_cross_entropy(
         logits, targets, np.arange(len(targets)), np.empty_like(logits)
     ).astype(logits.dtype)
@@ -528,6 +565,7 @@ def categorical_softmax_cross_entropy(logits, targets):
 @njit
 def categorical_softmax_cross_entropy_backward(logits, targets):
     """Twin of ``reference.categorical_softmax_cross_entropy_backward``."""
+    _check_targets(logits, targets)
     dz = np.empty_like(logits)
     _categorical_softmax_cross_entropy(logits, targets, np.arange(len(targets)), dz)
     return dz
@@ -536,6 +574,7 @@ def categorical_softmax_cross_entropy_backward(logits, targets):
 @njit
 def categorical_probability_cross_entropy(probs, targets, epsilon=1e-7):
     """Twin of ``reference.categorical_probability_cross_entropy``."""
+    _check_targets(probs, targets)
     return _categorical_probability_cross_entropy(
         probs, targets, np.arange(len(targets)), epsilon, np.empty_like(probs)
     ).astype(probs.dtype)
@@ -544,6 +583,7 @@ def categorical_probability_cross_entropy(probs, targets, epsilon=1e-7):
 @njit
 def categorical_probability_cross_entropy_backward(probs, targets, epsilon=1e-7):
     """Twin of ``reference.categorical_probability_cross_entropy_backward``."""
+    _check_targets(probs, targets)
     dp = np.empty_like(probs)
     _categorical_probability_cross_entropy(probs, targets, np.arange(len(targets)), epsilon, dp)
     return dp
@@ -552,6 +592,8 @@ def categorical_probability_cross_entropy_backward(probs, targets, epsilon=1e-7)
 @njit
 def sparse_categorical_accuracy(outputs, labels):
     """Twin of ``reference.sparse_categorical_accuracy``."""
+    if len(labels) != outputs.shape[0]:
+        raise ValueError("labels must have one entry per row")
     hits = np.empty(outputs.shape[0], dtype=outputs.dtype)
     for r in range(outputs.shape[0]):
         hits[r] = _correct(outputs[r : r + 1], labels[r : r + 1], np.zeros(1, np.int64))
@@ -653,11 +695,22 @@ def _update(code, w, g, s0, s1, s2, args):
 
 
 @njit
+def _check_sizes(w, g, *slots):
+    """The update loops run over w.size entries of every array: all must have w's shape."""
+    if g.shape != w.shape:
+        raise ValueError("the gradient must have the parameter's shape")
+    for s in slots:
+        if s.shape != w.shape:
+            raise ValueError("the optimizer's slots must have the parameter's shape")
+
+
+@njit
 def adam_update(w, g, m, v, lr_t, beta_1, beta_2, epsilon):
     """Twin of ``reference.adam_update``: one fused pass; w, m and v must be contiguous.
 
     Moments below ``FLUSH`` are set to 0 (see ``FLUSH``); the reference keeps them.
     """
+    _check_sizes(w, g, m, v)
     g = np.ascontiguousarray(g).reshape(-1)
     _adam(w.reshape(-1), g, m.reshape(-1), v.reshape(-1), lr_t, beta_1, beta_2, epsilon)
 
@@ -665,6 +718,7 @@ def adam_update(w, g, m, v, lr_t, beta_1, beta_2, epsilon):
 @njit
 def adamw_update(w, g, m, v, lr_t, beta_1, beta_2, epsilon, decay):
     """Twin of ``reference.adamw_update``; w, m and v must be contiguous."""
+    _check_sizes(w, g, m, v)
     g = np.ascontiguousarray(g).reshape(-1)
     _adamw(w.reshape(-1), g, m.reshape(-1), v.reshape(-1), lr_t, beta_1, beta_2, epsilon, decay)
 
@@ -672,6 +726,7 @@ def adamw_update(w, g, m, v, lr_t, beta_1, beta_2, epsilon, decay):
 @njit
 def sgd_update(w, g, velocity, lr, momentum, nesterov):
     """Twin of ``reference.sgd_update``: one fused pass; w and velocity must be contiguous."""
+    _check_sizes(w, g, velocity)
     _sgd(w.reshape(-1), np.ascontiguousarray(g).reshape(-1), velocity.reshape(-1), lr, momentum,
          nesterov)
 
@@ -680,6 +735,7 @@ def sgd_update(w, g, velocity, lr, momentum, nesterov):
 def rmsprop_update(w, g, velocity, momentum_slot, average_gradient, lr, rho, momentum, epsilon,
                    centered):
     """Twin of ``reference.rmsprop_update``; w and the slots must be contiguous."""
+    _check_sizes(w, g, velocity, momentum_slot, average_gradient)
     _rmsprop(w.reshape(-1), np.ascontiguousarray(g).reshape(-1), velocity.reshape(-1),
              momentum_slot.reshape(-1), average_gradient.reshape(-1), lr, rho, momentum, epsilon,
              centered)
