@@ -55,8 +55,12 @@ from tinynn.models import NonFiniteWarning
 BACKENDS = ("numpy", "numba")
 #: The exceptions a public call may raise (ModelFileError and NotCompiledError are ValueErrors).
 DOCUMENTED = (TypeError, ValueError, FileNotFoundError, PermissionError)
-#: Fused and step-by-step float32 arithmetic sum in different orders.
-RTOL, ATOL = 2e-3, 2e-4
+#: Fused and step-by-step float32 arithmetic sum in different orders, and Adam or
+#: RMSprop move a weight by ~lr whatever the size of its gradient, so a gradient
+#: that is ±1e-9 on the two backends moves it ±lr: the twins drift apart by a few
+#: learning rates over a sequence. (A formula that differs moves losses by ~0.1.)
+RTOL, ATOL = 1e-2, 2e-3
+WEIGHT_ATOL = 2e-2
 #: The fused kernels compile once per number of Dense layers: few, for CI's cold start.
 MAX_DENSE = 2
 
@@ -91,25 +95,35 @@ def assert_unchanged(before: tuple, after: tuple, what: str) -> None:
             np.testing.assert_array_equal(s[k], t[k], err_msg=f"{what}: layer state changed")
 
 
-def assert_close(a, b, what: str) -> None:
-    """The results of the numpy and numba twins agree (recursively, up to float32 rounding)."""
+def assert_close(a, b, what: str, samples: int | None = None, atol: float = ATOL) -> None:
+    """The results of the numpy and numba twins agree (recursively, up to float32 rounding).
+
+    An accuracy may differ by one sample in ``samples``: where two outputs tie up to
+    rounding (saturated tanh or sigmoid units), the backends' last bits pick the argmax.
+    """
     if isinstance(a, tinynn.callbacks.History):
         assert a.stopped_early == b.stopped_early, what
         a, b = a.history, b.history
     if isinstance(a, dict):
         assert sorted(a) == sorted(b), what
         for k in a:
-            assert_close(a[k], b[k], f"{what}[{k}]")
+            if "accuracy" in k and samples:
+                assert abs(np.subtract(a[k], b[k])).max() <= 1 / samples + 1e-9, (what, k)
+            else:
+                assert_close(a[k], b[k], f"{what}[{k}]", atol=atol)
+    elif isinstance(a, list) and samples and len(a) == 2:  # [loss, accuracy]
+        assert_close(a[0], b[0], f"{what}[loss]")
+        assert abs(a[1] - b[1]) <= 1 / samples + 1e-9, (what, "accuracy")
     elif isinstance(a, (list, tuple)):
         assert len(a) == len(b), what
         for i, (p, q) in enumerate(zip(a, b)):
-            assert_close(p, q, f"{what}[{i}]")
+            assert_close(p, q, f"{what}[{i}]", atol=atol)
     elif a is None:
         assert b is None, what
     else:
         a, b = np.asarray(a), np.asarray(b)
         assert a.shape == b.shape, f"{what}: shapes {a.shape} and {b.shape}"
-        np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL, err_msg=what)
+        np.testing.assert_allclose(a, b, rtol=RTOL, atol=atol, err_msg=what)
 
 
 def all_finite(result) -> bool:
@@ -123,7 +137,8 @@ def all_finite(result) -> bool:
 
 
 def run_on_both(models: dict, call, *, expect_error: bool | None = None,
-                check_finite: bool = False, seed: int = 0) -> dict:
+                check_finite: bool = False, seed: int = 0,
+                samples: int | None = None) -> dict:
     """``call(model)`` on each twin under its backend; checks the rule; returns the results.
 
     The global seed is set before each twin's call, so that both shuffle (and a
@@ -152,11 +167,11 @@ def run_on_both(models: dict, call, *, expect_error: bool | None = None,
         wanted = "an error" if expect_error else "success"
         assert (e0 is not None) == expect_error, f"expected {wanted}, got {e0!r}"
     if e0 is None:
-        assert_close(r0, r1, "numpy vs numba")
+        assert_close(r0, r1, "numpy vs numba", samples)
         if check_finite:
             assert not f0, f"valid inputs stopped training: {f0}"
             assert all_finite(r0) and all_finite(r1), f"non-finite results: {r0!r} {r1!r}"
-    return {b: o[0] for b, o in outcomes.items()}
+    return {**{b: o[0] for b, o in outcomes.items()}, "faults": f0}
 
 
 # ---------------------------------------------------------------- building twins
@@ -222,12 +237,14 @@ def dense_count(spec) -> int:
 
 
 def after_logits(specs, spec: tuple) -> tuple:
-    """``spec``, unless it is a Dropout after a sigmoid or softmax output: the backends
-    disagree on that today (see the xfail test below), so the machine adds a ReLU instead."""
+    """``spec``, unless it is a Dropout or a linear Activation after a sigmoid or softmax
+    output: the backends disagree on that today (see the xfail test below), so the machine
+    adds a ReLU instead."""
     last = specs[-1] if specs else ("flatten",)
     ends_in_logits = (last[0] == "dense" and last[2] in ("sigmoid", "softmax")) or (
         last[0] == "activation" and last[1] in ("sigmoid", "softmax")) or last[0] == "softmax"
-    return ("relu",) if spec[0] == "dropout" and ends_in_logits else spec
+    identity = spec[0] == "dropout" or spec == ("activation", "linear")
+    return ("relu",) if identity and ends_in_logits else spec
 
 
 @st.composite
@@ -421,18 +438,28 @@ class TwinModels(RuleBasedStateMachine):
         if split and n < 4:
             split = 0.0
         extra = {"none": [], "stop": [StopAfter(1)], "rate": [HalveRate()]}[hooks]
-        run_on_both(self.models, lambda m: m.fit(
+        out = run_on_both(self.models, lambda m: m.fit(
             d["x"], d["y"], batch_size=batch_size, epochs=epochs, shuffle=shuffle, verbose=0,
             validation_split=split, callbacks=list(extra)),
-            expect_error=False, check_finite=self.finite_expected())
-        self.fresh_from_file = False
+            expect_error=False, check_finite=self.finite_expected(),
+            samples=min(n - int(n * split), int(n * split)) or n)
+        self.after_training(out)
 
     @rule(n=st.integers(1, 9), seed=st.integers(0, 99))
     def train_on_batch(self, n, seed):
         d = self.data(n, seed)
-        run_on_both(self.models, lambda m: m.train_on_batch(d["x"], d["y"]), expect_error=False,
-                    check_finite=self.finite_expected())
+        out = run_on_both(self.models, lambda m: m.train_on_batch(d["x"], d["y"]),
+                          expect_error=False, check_finite=self.finite_expected(), samples=n)
+        self.after_training(out)
+
+    def after_training(self, out: dict) -> None:
         self.fresh_from_file = False
+        if out["faults"]:
+            # A step whose loss was NaN: numpy's Dropout counters moved, numba's did not
+            # (xfail test below). Carry on from the same counters.
+            for a, b in zip(self.models["numpy"].leaf_layers, self.models["numba"].leaf_layers):
+                for k in a.state:
+                    a.state[k][...] = b.state[k]
 
     @rule(n=st.integers(1, 40), seed=st.integers(0, 99), batch_size=BATCH_SIZES,
           as_dict=st.booleans())
@@ -440,7 +467,7 @@ class TwinModels(RuleBasedStateMachine):
         d = self.data(n, seed)
         run_on_both(self.models, lambda m: m.evaluate(
             d["x"], d["y"], batch_size=batch_size, verbose=0, return_dict=as_dict),
-            expect_error=False, check_finite=self.finite_expected())
+            expect_error=False, check_finite=self.finite_expected(), samples=n)
 
     @rule(n=st.integers(1, 40), seed=st.integers(0, 99), batch_size=BATCH_SIZES)
     def predict(self, n, seed, batch_size):
@@ -597,14 +624,14 @@ class TwinModels(RuleBasedStateMachine):
             return
         a, b = (snapshot(self.models[x]) for x in BACKENDS)
         assert a[2] == b[2] and a[4:] == b[4:], "structure, step count or learning rate differ"
-        assert_close(a[0], b[0], "weights")
+        assert_close(a[0], b[0], "weights", atol=WEIGHT_ATOL)
         assert all(np.isfinite(w).all() for w in a[0] + b[0]), "non-finite weights"
         assert_close(a[3], b[3], "layer states")
         if (a[1] is None) != (b[1] is None):
             # Only after a fit that stopped before its first update (xfail test below).
             assert a[2] == 0 and not self.finite_expected(), "optimizer slots on one backend only"
         elif a[1] is not None:
-            assert_close(a[1], b[1], "optimizer slots")
+            assert_close(a[1], b[1], "optimizer slots", atol=WEIGHT_ATOL)
 
 
 TwinModels.TestCase.settings = settings(
@@ -668,15 +695,19 @@ def test_a_fit_refused_for_its_validation_data_leaves_the_model_unbuilt(bad):
     assert not model.built
 
 
-@pytest.mark.xfail(strict=True, reason="at inference (and at rate 0) the fused plan drops the "
-                   "Dropout op, so the loss reads the sigmoid's logits; the step-by-step path "
-                   "sees the Dropout layer's (absent) logits and uses the probability formula")
-@pytest.mark.parametrize("rate", [0.0, 0.5])
-def test_a_dropout_after_a_sigmoid_output_gives_the_same_loss_on_both_backends(rate):
+@pytest.mark.xfail(strict=True, reason="the fused plan drops identity layers (Dropout at "
+                   "inference or rate 0, Activation('linear'), Flatten), so the loss reads the "
+                   "sigmoid's logits; the step-by-step path sees the last layer's (absent) "
+                   "logits and uses another formula")
+@pytest.mark.parametrize("after", [("dropout", 0.0, 1), ("dropout", 0.5, 1),
+                                   ("activation", "linear"), ("flatten",)])
+@pytest.mark.parametrize("from_logits", [False, True])
+def test_an_identity_layer_after_a_sigmoid_output_gives_the_same_loss_on_both_backends(
+        after, from_logits):
     x = np.random.default_rng(0).normal(size=(8, 6)).astype(np.float32)
     y = np.arange(8) % 2
-    models = twins((6,), True, (("dense", 2, "sigmoid", True), ("dropout", rate, 1)),
-                   ("adam", 1e-3), ("sparse", False, True), 0)
+    models = twins((6,), True, (("dense", 2, "sigmoid", True), after),
+                   ("adam", 1e-3), ("sparse", from_logits, True), 0)
     run_on_both(models, lambda m: m.evaluate(x, y, verbose=0), expect_error=False)
     run_on_both(models, lambda m: m.fit(x, y, verbose=0, shuffle=False), expect_error=False)
 
@@ -867,3 +898,17 @@ def test_a_model_changed_by_hand_behaves_alike_on_both_backends(what, mutate):
     run_on_both(models, lambda m: m.predict(x))
     run_on_both(models, lambda m: m.evaluate(x, y, verbose=0))
     run_on_both(models, lambda m: m.fit(x, y, verbose=0))
+
+
+@pytest.mark.xfail(strict=True, reason="on a step whose loss is not finite, the step-by-step "
+                   "path has already advanced Dropout's counter; only a bad update is undone")
+def test_a_step_with_a_nan_loss_leaves_dropout_counters_alike_on_both_backends():
+    models = twins((6,), True, (("dropout", 0.1, 0), ("dense", 1, "relu", False)),
+                   ("adam", 1e-3), ("categorical", False, False), 0)
+    for m in models.values():
+        m.set_weights([-np.ones((6, 1))])  # relu output 0: the categorical loss is NaN
+    x, y = np.ones((1, 6), np.float32), np.ones((1, 1))
+    run_on_both(models, lambda m: m.fit(x, y, verbose=0), expect_error=False)
+    run_on_both(models, lambda m: m.train_on_batch(x, y), expect_error=False)
+    for m in models.values():
+        assert m.leaf_layers[0].state["step"][0] == 0, tinynn.backend.get_backend()
