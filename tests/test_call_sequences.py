@@ -683,8 +683,6 @@ def _lazy_model():
     return model
 
 
-@pytest.mark.xfail(strict=True, reason="_training_data builds the model from x before it "
-                   "checks validation_data and the split")
 @pytest.mark.parametrize("bad", [{"validation_data": (np.zeros((4, 5)), np.zeros(4, int))},
                                  {"validation_split": 0.5}])
 def test_a_fit_refused_for_its_validation_data_leaves_the_model_unbuilt(bad):
@@ -695,10 +693,6 @@ def test_a_fit_refused_for_its_validation_data_leaves_the_model_unbuilt(bad):
     assert not model.built
 
 
-@pytest.mark.xfail(strict=True, reason="the fused plan drops identity layers (Dropout at "
-                   "inference or rate 0, Activation('linear'), Flatten), so the loss reads the "
-                   "sigmoid's logits; the step-by-step path sees the last layer's (absent) "
-                   "logits and uses another formula")
 @pytest.mark.parametrize("after", [("dropout", 0.0, 1), ("dropout", 0.5, 1),
                                    ("activation", "linear"), ("flatten",)])
 @pytest.mark.parametrize("from_logits", [False, True])
@@ -712,8 +706,6 @@ def test_an_identity_layer_after_a_sigmoid_output_gives_the_same_loss_on_both_ba
     run_on_both(models, lambda m: m.fit(x, y, verbose=0, shuffle=False), expect_error=False)
 
 
-@pytest.mark.xfail(strict=True, reason="CompiledRunner builds the optimizer's slots before the "
-                   "first step; StepRunner only when an update is applied")
 def test_a_fit_that_stops_before_any_update_leaves_the_same_optimizer_on_both_backends():
     # Categorical probabilities of a relu output that is all 0: the first loss is NaN.
     models = twins((6,), True, (("dense", 1, "linear", False), ("relu",)), ("adam", 1e-3),
@@ -722,14 +714,13 @@ def test_a_fit_that_stops_before_any_update_leaves_the_same_optimizer_on_both_ba
     models["numpy"].set_weights([np.ones((6, 1))])
     models["numba"].set_weights([np.ones((6, 1))])
     run_on_both(models, lambda m: m.fit(x, y, verbose=0), expect_error=False)
-    assert models["numpy"].optimizer.slots is None  # nothing was applied
-    assert models["numba"].optimizer.slots is None
-    # ... and so add() is allowed on both (it is refused once an optimizer holds state).
-    run_on_both(models, lambda m: m.add(layers.Activation("softmax")), expect_error=False)
+    for m in models.values():  # the same state on both: slots made for fit, nothing applied
+        assert m.optimizer.iterations == 0
+        assert not any(a.any() for s in m.optimizer.slots for a in s.values())
+    # ... and so add() is refused on both (the optimizer holds state for these layers).
+    run_on_both(models, lambda m: m.add(layers.Activation("softmax")), expect_error=True)
 
 
-@pytest.mark.xfail(strict=True, reason="load_model leaves optimizer._variables None: the "
-                   "loaded optimizer is adopted by the first model of the same shapes it meets")
 def test_a_loaded_optimizer_belongs_to_the_loaded_model(tmp_path, backend):
     x, y = np.ones((4, 6), np.float32), np.arange(4) % 3
     model = twins((6,), True, (("dense", 3, "softmax", True),), ("adam", 1e-3),
@@ -743,8 +734,6 @@ def test_a_loaded_optimizer_belongs_to_the_loaded_model(tmp_path, backend):
         other.fit(x, y, verbose=0)
 
 
-@pytest.mark.xfail(strict=True, reason="Dropout's mask counter (layer.state['step']) is not "
-                   "saved: resumed training draws the first masks again")
 def test_training_resumed_after_load_with_dropout_matches_uninterrupted(tmp_path, backend):
     x = np.random.default_rng(0).normal(size=(16, 6)).astype(np.float32)
     y = np.arange(16) % 3
@@ -823,9 +812,6 @@ SUBPROCESS = textwrap.dedent('''
 ''')
 
 
-@pytest.mark.xfail(strict=True, reason="nothing checks that layer.params, layer.units and the "
-                   "optimizer's slots still have the shapes they were built with; numba reads "
-                   "and writes out of bounds (heap corruption, 'malloc assertion failure')")
 @pytest.mark.parametrize("case", ["kernel too large", "kernel too narrow", "bias too short",
                                   "units changed", "slot too short"])
 def test_misshapen_insides_are_refused_on_both_backends(case):
@@ -838,7 +824,10 @@ def test_misshapen_insides_are_refused_on_both_backends(case):
     assert done.returncode == 0, f"the interpreter died: {done.stderr[-500:]}"
     assert len(lines) == 6, done.stderr[-500:]
     for backend, call, outcome, unchanged in lines:
-        assert outcome == "refused" and unchanged, (backend, call, outcome, unchanged)
+        # (predict and evaluate do not use the optimizer's slots: they may run.)
+        ran_without_slots = case == "slot too short" and call != "fit" and outcome == "ran"
+        assert (outcome == "refused" or ran_without_slots) and unchanged, (
+            backend, call, outcome, unchanged)
 
 
 def _changed(mutate, train_first: bool):
@@ -877,13 +866,13 @@ def _slot(key, change):
 
 AGREE = [
     ("float64 kernel", _param("kernel", lambda w: w.astype(np.float64)), False),
-    ("Fortran-ordered kernel", _param("kernel", np.asfortranarray), True),
-    ("integer kernel", _param("kernel", lambda w: np.ones(w.shape, np.int64)), True),
-    ("float64 Adam slot", _slot("v", lambda v: v.astype(np.float64)), True),
-    ("Dropout rate 1", _set("rate", 1.0, 1), True),
-    ("Dropout rate −0.5", _set("rate", -0.5, 1), True),
-    ("Dropout seed −1", _set("seed", -1, 1), True),
-    ("activation 'foo'", _set("activation", "foo"), True),
+    ("Fortran-ordered kernel", _param("kernel", np.asfortranarray), False),
+    ("integer kernel", _param("kernel", lambda w: np.ones(w.shape, np.int64)), False),
+    ("float64 Adam slot", _slot("v", lambda v: v.astype(np.float64)), False),
+    ("Dropout rate 1", _set("rate", 1.0, 1), False),
+    ("Dropout rate −0.5", _set("rate", -0.5, 1), False),
+    ("Dropout seed −1", _set("seed", -1, 1), False),
+    ("activation 'foo'", _set("activation", "foo"), False),
 ]
 
 
@@ -900,8 +889,6 @@ def test_a_model_changed_by_hand_behaves_alike_on_both_backends(what, mutate):
     run_on_both(models, lambda m: m.fit(x, y, verbose=0))
 
 
-@pytest.mark.xfail(strict=True, reason="on a step whose loss is not finite, the step-by-step "
-                   "path has already advanced Dropout's counter; only a bad update is undone")
 def test_a_step_with_a_nan_loss_leaves_dropout_counters_alike_on_both_backends():
     models = twins((6,), True, (("dropout", 0.1, 0), ("dense", 1, "relu", False)),
                    ("adam", 1e-3), ("categorical", False, False), 0)

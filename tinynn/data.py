@@ -15,7 +15,13 @@ from tinynn import validation
 
 
 def inputs(model, x, name: str, check_finite: bool = True) -> np.ndarray:
-    """Checked float32 inputs; a model built by them is built only once all checks pass."""
+    """Checked float32 inputs; a model built by them is built only once all checks pass.
+
+    The model's own parts are checked here too (``Layer.check``): every call that
+    runs kernels passes through this function first.
+    """
+    for layer in model.leaf_layers:
+        layer.check()
     sample = None if model.input_shape is None else model.input_shape[1:]
     x = validation.inputs(x, name, sample, check_finite)
     if sample is None:

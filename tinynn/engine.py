@@ -141,14 +141,8 @@ class CompiledRunner:
     def __init__(self, model, fused_plan: Plan):
         self.model, self.plan = model, fused_plan
         opt = model.optimizer
+        opt.check_variables(model.weights)  # slots shaped like the weights, as the loops read
         weights = model.weights
-        for i, (slot, w) in enumerate(zip(opt.slots, weights)):
-            for name in opt.slot_names:
-                a = slot.get(name)
-                if a is None or a.shape != w.shape or a.dtype != w.dtype \
-                        or not a.flags.c_contiguous:
-                    raise ValueError(f"optimizer slot {name!r} of weight {i} must be a "
-                                     f"C-contiguous {w.dtype} array of shape {w.shape}")
         self.P = tuple(w.reshape(-1) for w in weights)
         empty = np.empty(0, np.float32)
         names = opt.slot_names

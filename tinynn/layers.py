@@ -88,7 +88,24 @@ class Layer:
     def build(self, input_shape: tuple[int, ...]) -> None:
         """Create the parameters for inputs of ``input_shape`` (one sample's shape)."""
         self.input_shape = tuple(input_shape)
+        #: What build made: the kernels may rely on it (see ``check``).
+        self._built_shapes = {k: np.shape(p) for k, p in self.params.items()}
         self.built = True
+
+    def check(self) -> None:
+        """Refuse a layer changed by hand since ``build``: each parameter must still be a
+        C-contiguous float array of the shape it was built with (the compiled kernels
+        index by those shapes)."""
+        if not self.built:
+            return
+        shapes = getattr(self, "_built_shapes", {})
+        for key, p in self.params.items():
+            if (not isinstance(p, np.ndarray) or p.dtype.kind != "f"
+                    or not p.flags.c_contiguous or p.shape != shapes.get(key, p.shape)):
+                raise ValueError(
+                    f"layer {self.name!r}: params[{key!r}] must be a C-contiguous float "
+                    f"array of shape {shapes.get(key)}, as built; got "
+                    f"{type(p).__name__} {getattr(p, 'dtype', '')} {np.shape(p)}")
 
     def compute_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """Shape of one sample's output (the identity unless a layer says otherwise)."""
@@ -214,6 +231,13 @@ class Dense(Layer):
         self.grads = {k: np.zeros_like(p) for k, p in self.params.items()}
         super().build(input_shape)
 
+    def check(self) -> None:
+        super().check()
+        activations.get(self.activation)
+        if self.built and self.params["kernel"].shape != (self.input_shape[0], self.units):
+            raise ValueError(f"layer {self.name!r}: units is {self.units}, but the kernel "
+                             f"has shape {self.params['kernel'].shape}")
+
     def compute_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(input_shape) != 1:
             raise ValueError(f"layer {self.name!r} (Dense) needs flat samples, but would get "
@@ -312,6 +336,10 @@ class Activation(Layer):
         super().__init__(input_shape, name)
         self.activation = activations.get(activation)
 
+    def check(self) -> None:
+        super().check()
+        activations.get(self.activation)
+
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         self._a = kernels().ACTIVATIONS[self.activation][0](x)
         self.logits = x if self.activation in activations.KEEPS_LOGITS else None
@@ -380,16 +408,20 @@ class Dropout(Layer):
     def __init__(self, rate: float, seed: int | None = None,
                  input_shape: Sequence[int] | None = None, name: str | None = None):
         super().__init__(input_shape, name)
-        self.rate = validation.fraction(rate, "rate")
-        if seed is None:
-            seed = int(utils.generator().integers(2**63))
-        elif isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) \
-                or not 0 <= seed < 2**63:
-            raise ValueError(f"seed must be an integer in [0, 2**63) or None, got {seed!r}")
-        self.seed = int(seed)
+        self.rate = rate
+        self.seed = int(utils.generator().integers(2**63)) if seed is None else seed
+        self.check()
         #: Training steps taken: the counter of the random masks.
         self.state["step"] = np.zeros(1, np.int64)
         self._scale: np.ndarray | None = None
+
+    def check(self) -> None:
+        super().check()
+        validation.fraction(self.rate, "rate")
+        seed = self.seed
+        if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) \
+                or not 0 <= seed < 2**63:
+            raise ValueError(f"seed must be an integer in [0, 2**63) or None, got {seed!r}")
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         self._scale = None

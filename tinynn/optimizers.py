@@ -64,6 +64,14 @@ class Optimizer:
         """
         if self.slots is None:
             return
+        for i, (slot, w) in enumerate(zip(self.slots, variables)):
+            for name in self.slot_names:
+                a = slot.get(name)
+                if not isinstance(a, np.ndarray) or a.shape != np.shape(w) \
+                        or a.dtype != getattr(w, "dtype", None) or not a.flags.c_contiguous:
+                    raise ValueError(f"optimizer slot {name!r} of parameter {i} must be a "
+                                     f"C-contiguous array like the parameter "
+                                     f"({getattr(w, 'dtype', '?')} {np.shape(w)})")
         if self._variables is not None:
             same = len(variables) == len(self._variables) and all(
                 a is b for a, b in zip(variables, self._variables))

@@ -91,6 +91,9 @@ def save_model(model, path: str | os.PathLike) -> None:
                          for layer in model.leaf_layers],
               "compile": None}
     arrays = {f"weights/{i}": w for i, w in enumerate(weights)}
+    # Layers' state (Dropout's mask counters), so that resumed training goes on exactly.
+    arrays.update({f"state/{i}/{k}": a for i, layer in enumerate(model.leaf_layers)
+                   for k, a in layer.state.items()})
     if opt is not None:
         _check_iterations(opt.iterations, ValueError, "save: ")
         if opt.slots is not None:
@@ -198,6 +201,7 @@ def load_model(path: str | os.PathLike):
             if not model.built:
                 raise ModelFileError("the first layer has no input_shape")
             feed.finish(model.weights)
+            _read_layer_state(model, archive)
         finally:
             utils.generator().bit_generator.state = state
         if config.get("compile") is not None:
@@ -395,6 +399,25 @@ class _Feed:
             # A layer made its own parameters: set them from the file, in Keras's order.
             for p, w in zip(params, self.weights):
                 p[...] = w
+
+
+def _read_layer_state(model, archive: Archive) -> None:
+    """Each layer's state arrays (Dropout's counters) from ``state/<layer>/<key>``, if the
+    file has them (older files do not: the layers keep their fresh state)."""
+    for i, layer in enumerate(model.leaf_layers):
+        for key, live in layer.state.items():
+            if f"state/{i}/{key}" not in archive.names:
+                continue
+            header = archive.header(f"state/{i}/{key}")
+            if header.shape != live.shape or header.dtype != live.dtype:
+                raise ModelFileError(f"state/{i}/{key} must be {live.dtype} of shape "
+                                     f"{live.shape}, the file holds {header.dtype} "
+                                     f"{header.shape}")
+            archive.check_budget()
+            stored = archive.load([header])[0]
+            if (stored < 0).any():
+                raise ModelFileError(f"state/{i}/{key} must not be negative")
+            live[...] = stored
 
 
 def _compile_from(model, spec: dict, archive: Archive, headers: list[Header]) -> None:

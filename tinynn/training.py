@@ -83,9 +83,10 @@ def train_epoch(model, runner, data, order, batch_size: int, per_call: int, hook
         last = min(first + per_call, steps)
         saved = snapshot(model)  # so that a step that breaks the weights can be undone
         loss_sum, correct, seen, stop, fault = runner.run(data, order, batch_size, first, last)
-        if fault == Fault.WEIGHTS:
-            # Back to the start of this call, then the good steps again (they
-            # compute the same thing twice, bit for bit).
+        if fault:
+            # Back to the start of this call, then the good steps again (they compute
+            # the same thing twice, bit for bit): whatever the broken step changed
+            # (weights, or only Dropout's counters) is undone on either runner.
             restore(model, saved)
             if stop > first:
                 loss_sum, correct, seen, _, _ = runner.run(data, order, batch_size, first, stop)
@@ -131,9 +132,8 @@ def step_on_batch(model, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
     model.optimizer.check_variables(model.weights)
     saved = snapshot(model)
     loss, y_pred, fault = model.train_step(x, y)
-    if fault == Fault.WEIGHTS:
-        restore(model, saved)
     if fault:
+        restore(model, saved)
         report_fault(None, 0, fault, verbose=0)
     return RunningMeans(model.metrics).add_batch(loss, y_pred, y)
 
