@@ -373,3 +373,14 @@ def test_wide_models_train_through_blas_as_numpy_does(first):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(p1, p2, rtol=1e-4, atol=1e-5)
     assert e1 == pytest.approx(e2, rel=1e-4)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bad", [None, np.nan, np.inf, -np.inf])
+def test_all_finite_twins(dtype, bad):
+    a = np.random.default_rng(0).normal(size=(37, 11)).astype(dtype) * 1e30
+    if bad is not None:
+        a[20, 3] = bad
+    for layout in LAYOUTS:
+        arranged = arrange(a, layout)
+        assert compiled.all_finite(arranged) == reference.all_finite(arranged) == (bad is None)

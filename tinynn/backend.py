@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
@@ -71,5 +72,8 @@ def kernels() -> ModuleType:
 
 
 def import_kernels(module: str) -> ModuleType:
-    """Import a kernel module (where numba caches compiled code: ``tinynn.kernels.cache``)."""
-    return importlib.import_module(module)
+    """Import a kernel module (where numba caches compiled code: ``tinynn.kernels.cache``).
+
+    Called for every kernel a layer runs: once imported, the module is looked up directly.
+    """
+    return sys.modules.get(module) or importlib.import_module(module)

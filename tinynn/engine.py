@@ -174,8 +174,14 @@ class CompiledRunner:
         """Steps first … last − 1; returns (loss sum, correct, seen, step stopped at, fault)."""
         x, labels, targets = data
         opt, p = self.model.optimizer, self.plan
-        arguments = np.array([opt.update_arguments(opt.iterations + 1 + s)
-                              for s in range(last - first)], np.float64).reshape(last - first, -1)
+        steps = np.arange(opt.iterations + 1, opt.iterations + 1 + last - first)
+        # One row per step (arguments that hold for every step are repeated): the kernel
+        # reads row s at step s, so the table must have exactly last − first rows.
+        columns = np.broadcast_arrays(steps, *opt.update_arguments(steps))[1:]
+        arguments = np.column_stack(columns).astype(np.float64)
+        if arguments.shape[0] != last - first:  # (never: the kernel would read past it)
+            raise RuntimeError(f"{type(opt).__name__}.update_arguments gave "
+                               f"{arguments.shape[0]} rows for {last - first} steps")
         counters = np.array([int(layer.state["step"][0]) for layer in p.dropouts], np.int64)
         _announce_compiling(_fused().train_steps)
         result = _fused().train_steps(

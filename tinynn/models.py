@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from tinynn import data, engine, losses, optimizers, saving, training, validation
+from tinynn.backend import kernels
 from tinynn.callbacks import Callback, CallbackList, History, ProgbarLogger, progress
 from tinynn.layers import InputLayer, Layer, call_forward, check_weight, unique_name
 from tinynn.training import NonFiniteWarning, NotCompiledError
@@ -201,7 +202,7 @@ class Sequential:
         self.optimizer.apply_gradients(
             (layer.grads[k], p) for layer in self.leaf_layers for k, p in layer.params.items())
         state = [a for s in self.optimizer.slots for a in s.values()]
-        finite = all(np.isfinite(w).all() for w in self.weights + state)
+        finite = all(map(kernels().all_finite, self.weights + state))
         return loss, y_pred, training.Fault.NONE if finite else training.Fault.WEIGHTS
 
     # ------------------------------------------------------------ Keras's API

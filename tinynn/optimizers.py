@@ -93,7 +93,11 @@ class Optimizer:
                 in the same order.
         """
         pairs = list(grads_and_vars)
-        self.check_variables([w for _, w in pairs])
+        variables = [w for _, w in pairs]
+        known = self._variables
+        if known is None or len(known) != len(variables) or any(
+                a is not b for a, b in zip(known, variables)):
+            self.check_variables(variables)  # (the full check, when the arrays are new)
         if self.slots is None:
             self.build([w for _, w in pairs])
         for (g, w), slots in zip(pairs, self.slots):
@@ -115,14 +119,17 @@ class KernelOptimizer(Optimizer):
     #: The name of the update function in ``tinynn.kernels``.
     kernel = ""
 
-    def update_arguments(self, step: int) -> tuple[float, ...]:
-        """The kernel's scalar arguments for step ``step`` (1 for the first)."""
+    def update_arguments(self, step):
+        """The kernel's scalar arguments for step ``step`` (1 for the first); given an array
+        of steps, arrays (or scalars that hold for every step)."""
         raise NotImplementedError
 
     def update_step(self, gradient, variable, slots) -> None:
         update = getattr(kernels(), self.kernel)
-        update(variable, gradient, *(slots[s] for s in self.slot_names),
-               *self.update_arguments(self.iterations + 1))
+        key = (self.iterations + 1, self.learning_rate)
+        if getattr(self, "_arguments", (None,))[0] != key:  # once per step, not per variable
+            self._arguments = key, self.update_arguments(key[0])
+        update(variable, gradient, *(slots[s] for s in self.slot_names), *self._arguments[1])
 
 
 class SGD(KernelOptimizer):
@@ -189,14 +196,14 @@ class Adam(KernelOptimizer):
         self.beta_2 = validation.fraction(beta_2, "beta_2")
         self.epsilon = validation.positive_float(epsilon, "epsilon")
 
-    def lr_t(self, step: int) -> np.float32:
-        """lr · √(1 − β₂ᵗ) / (1 − β₁ᵗ), in float32 as Keras computes it."""
-        f, t = np.float32, np.float32(step)
+    def lr_t(self, step):
+        """lr · √(1 − β₂ᵗ) / (1 − β₁ᵗ), in float32 as Keras computes it (t: a step or an array)."""
+        f, t = np.float32, np.asarray(step, np.float32)
         return (f(self.learning_rate) * np.sqrt(f(1) - f(self.beta_2) ** t)
                 / (f(1) - f(self.beta_1) ** t))
 
-    def update_arguments(self, step: int) -> tuple[float, ...]:
-        return (float(self.lr_t(step)), self.beta_1, self.beta_2, self.epsilon)
+    def update_arguments(self, step):
+        return (self.lr_t(step), self.beta_1, self.beta_2, self.epsilon)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,

@@ -23,7 +23,6 @@ back, and goes through ``tinynn.atomic`` (a crash leaves the old file intact).
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import os
 import stat
@@ -35,6 +34,7 @@ import numpy as np
 
 from tinynn.atomic import write_atomically
 from tinynn.npz import DTYPES, MAX_BYTES, Archive, ArchiveError, Header
+from tinynn.rebuild import Feed, ModelFileError, make, nonnegative_slots
 
 FORMAT, VERSION = "tinynn", 1
 
@@ -42,30 +42,6 @@ FORMAT, VERSION = "tinynn", 1
 MAX_LAYERS = 10_000
 #: The largest optimizer step count accepted (counts stay exact in float64 below it).
 MAX_ITERATIONS = 2**53
-
-
-class ModelFileError(ValueError):
-    """A file is not a model (or weights) file this version of tinynn can read."""
-
-
-def _class_for(kind: str, name: object) -> type:
-    """The class a file names for a ``"layer"``, ``"optimizer"`` or ``"loss"``.
-
-    The one place that maps names in files to classes.
-    """
-    from tinynn import layers, losses, optimizers
-
-    classes = {"layer": layers.LAYERS, "optimizer": optimizers.OPTIMIZERS,
-               "loss": losses.LOSSES}[kind]
-    if not isinstance(name, str) or name not in classes:
-        raise ModelFileError(f"unknown {kind} (unknown class {name!r}); known {kind} classes: "
-                             f"{sorted(classes)}")
-    return classes[name]
-
-
-def _nonnegative_slots(cls: type) -> tuple[str, ...]:
-    """Optimizer state that cannot be negative (a class says so in ``nonnegative_slots``)."""
-    return tuple(getattr(cls, "nonnegative_slots", ()))
 
 
 # ---------------------------------------------------------------- writing
@@ -97,7 +73,7 @@ def save_model(model, path: str | os.PathLike) -> None:
     if opt is not None:
         _check_iterations(opt.iterations, ValueError, "save: ")
         if opt.slots is not None:
-            _check_slots(opt.slots, weights, opt.slot_names, _nonnegative_slots(type(opt)),
+            _check_slots(opt.slots, weights, opt.slot_names, nonnegative_slots(type(opt)),
                          ValueError, "save: ")
         config["compile"] = {
             "optimizer": {"class": type(opt).__name__, "config": opt.get_config(),
@@ -194,10 +170,10 @@ def load_model(path: str | os.PathLike):
         # loading a model does not change what the next draws are.
         state = utils.generator().bit_generator.state
         try:
-            feed = _Feed(weights)
+            feed = Feed(weights)
             model = Sequential(name=_string(config.get("name", "sequential"), "name"))
             for i, spec in enumerate(specs):
-                model.add(_make(spec, "layer", f"layer {i}", feed))
+                model.add(make(spec, "layer", f"layer {i}", feed))
             if not model.built:
                 raise ModelFileError("the first layer has no input_shape")
             feed.finish(model.weights)
@@ -322,85 +298,6 @@ def _read_slots(archive: Archive, weights: list[Header], names: list[str]) -> li
     return slots
 
 
-def _make(spec: object, kind: str, where: str, feed: _Feed | None = None):
-    """An object from ``{"class": …, "config": {…}}``, its settings checked.
-
-    Every setting must be a constructor argument of the class; one whose default
-    is a bool or a number must be one; and every setting must read back unchanged
-    from ``get_config()`` of the object made (so nothing is silently coerced).
-    Constructor arguments named ``*_initializer`` are given ``feed`` (the
-    stored weights), so that a layer allocates nothing the file does not hold.
-    """
-    if not isinstance(spec, dict) or not isinstance(spec.get("config"), dict):
-        raise ModelFileError(f"{where} must be an object with 'class' and 'config'")
-    try:
-        cls = _class_for(kind, spec.get("class"))
-    except ModelFileError as e:
-        raise ModelFileError(f"{where}: {e}") from None
-    parameters = inspect.signature(cls).parameters
-    injected = {p: feed for p in parameters if p.endswith("_initializer")} if feed else {}
-    # (An initializer named in the file is moot: the weights come from the file.)
-    config = {k: v for k, v in spec["config"].items() if k not in injected}
-    for key, value in config.items():
-        default = parameters[key].default if key in parameters else None
-        if key not in parameters:
-            raise ModelFileError(f"{where} ({cls.__name__}) has an unknown setting {key!r}")
-        if isinstance(default, bool) and not isinstance(value, bool):
-            raise ModelFileError(f"{where} ({cls.__name__}): {key} must be true or false, "
-                                 f"got {value!r}")
-        if (isinstance(default, (int, float)) and not isinstance(default, bool)
-                and (isinstance(value, bool) or not isinstance(value, (int, float)))):
-            raise ModelFileError(f"{where} ({cls.__name__}): {key} must be a number, "
-                                 f"got {value!r}")
-    try:
-        made = cls(**config, **injected)
-    except (TypeError, ValueError) as e:  # (ModelFileError too: a weight the file lacks)
-        raise ModelFileError(f"{where} ({cls.__name__}): {e}") from None
-    back = json.loads(json.dumps(made.get_config()))
-    for key, value in config.items():
-        if back.get(key) != value:
-            raise ModelFileError(f"{where} ({cls.__name__}): {key}={value!r} does not read back "
-                                 f"(it becomes {back.get(key)!r})")
-    return made
-
-
-class _Feed:
-    """An initializer that hands each layer the next stored weight, if its shape is the one asked.
-
-    The layer calls it with the shape it is about to allocate: a shape other than
-    the stored one is refused before anything that size exists.
-    """
-
-    def __init__(self, weights: list[np.ndarray]):
-        self.weights, self.used = weights, 0
-
-    def __call__(self, shape) -> np.ndarray:
-        shape = tuple(int(d) for d in shape)
-        if self.used == len(self.weights):
-            raise ModelFileError(f"the file holds {len(self.weights)} weight arrays, but the "
-                                 f"layers expected {self.used + 1} weight arrays or more")
-        w = self.weights[self.used]
-        if w.shape != shape:
-            raise ModelFileError(f"weight {self.used} must have shape {shape}, the file holds "
-                                 f"shape {w.shape}")
-        self.used += 1
-        return w
-
-    def finish(self, params: list[np.ndarray]) -> None:
-        """Every stored weight was used, in order (or is set in order now)."""
-        if len(params) != len(self.weights):
-            raise ModelFileError(f"expected {len(params)} weight arrays, the file holds "
-                                 f"{len(self.weights)}")
-        for i, (p, w) in enumerate(zip(params, self.weights)):
-            if p.shape != w.shape:
-                raise ModelFileError(f"weight {i} must have shape {p.shape}, the file holds "
-                                     f"shape {w.shape}")
-        if any(p is not w for p, w in zip(params, self.weights)):
-            # A layer made its own parameters: set them from the file, in Keras's order.
-            for p, w in zip(params, self.weights):
-                p[...] = w
-
-
 def _read_layer_state(model, archive: Archive) -> None:
     """Each layer's state arrays (Dropout's counters) from ``state/<layer>/<key>``, if the
     file has them (older files do not: the layers keep their fresh state)."""
@@ -423,8 +320,8 @@ def _read_layer_state(model, archive: Archive) -> None:
 def _compile_from(model, spec: dict, archive: Archive, headers: list[Header]) -> None:
     """Compile ``model`` as the file says, with the optimizer's step count and state."""
     opt_spec = spec["optimizer"]
-    optimizer = _make(opt_spec, "optimizer", "optimizer")
-    loss = _make(spec["loss"], "loss", "loss")
+    optimizer = make(opt_spec, "optimizer", "optimizer")
+    loss = make(spec["loss"], "loss", "loss")
     iterations = _check_iterations(opt_spec.get("iterations"), ModelFileError, "")
     names = opt_spec.get("slots")
     slots = None
@@ -435,7 +332,7 @@ def _compile_from(model, spec: dict, archive: Archive, headers: list[Header]) ->
         slot_headers = _read_slots(archive, headers, names)
         archive.check_budget()
         slots = [dict(zip(s, archive.load(list(s.values())))) for s in slot_headers]
-        _check_slots(slots, model.weights, names, _nonnegative_slots(type(optimizer)),
+        _check_slots(slots, model.weights, names, nonnegative_slots(type(optimizer)),
                      ModelFileError, "")
     model.compile(optimizer, loss, metrics=spec.get("metrics"))
     optimizer.iterations = iterations

@@ -68,11 +68,12 @@ def to_categorical(y, num_classes: int | None = None) -> np.ndarray:
 
 
 def registry(base: type, module: str) -> dict[str, type]:
-    """The subclasses of ``base`` (not ``base``) defined in ``module``, by class name."""
+    """The subclasses of ``base`` (not ``base``) defined in ``module`` (or its submodules),
+    by class name."""
     found, todo = {}, list(base.__subclasses__())
     while todo:
         cls = todo.pop()
-        if cls.__module__ == module:
+        if cls.__module__ == module or cls.__module__.startswith(module + "."):
             found[cls.__name__] = cls
         todo.extend(cls.__subclasses__())
     return found

@@ -365,6 +365,14 @@ def dropout_backward(dy: np.ndarray, s: np.ndarray) -> np.ndarray:
     return dy * s
 
 
+# ---------------------------------------------------------------- checks
+
+
+def all_finite(a: np.ndarray) -> bool:
+    """No NaN and no ±inf in a (any shape): training stops at a step that made one."""
+    return bool(np.isfinite(a).all())
+
+
 # ---------------------------------------------------------------- metrics
 
 
