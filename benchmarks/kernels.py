@@ -92,13 +92,13 @@ def step_kernels(model, data, rows: np.ndarray, repeat: int) -> dict[str, float]
         else:
             d = plan.dropouts[arg]
             timed(f"op {i + 1}: dropout mask", compiled._dropout, prev, d.rate, d.seed, 0,
-                  outs[i], scales[i])
+                  0, outs[i], scales[i])
         prev = outs[i]
 
     # The loss and its gradient (Keras's logits rule decides what it reads).
     top = len(ops) - 2 if runner.on_logits else len(ops) - 1
     timed("loss and its gradient", fused._loss, outs[top], labels, targets, rows,
-          runner.categorical, runner.softmax_formula, runner.clip_epsilon, grads[top])
+          len(rows), runner.categorical, runner.softmax_formula, runner.clip_epsilon, grads[top])
 
     # Backward, op by op, each affine op's update after its gradients (on copies,
     # so that timing does not move the model).
@@ -119,7 +119,7 @@ def step_kernels(model, data, rows: np.ndarray, repeat: int) -> dict[str, float]
             dW, db = np.empty_like(W), np.empty_like(b)
             if i == 0:
                 timed(f"{layer(arg)}: sparse dW, db", compiled._sparse_weight_grads, indptr,
-                      indices, values, rows, grads[i], dW, db)
+                      indices, values, rows, grads[i], dW, db, 0, len(dW))
             else:
                 timed(f"{layer(arg)}: dW, db", compiled._weight_grads, outs[i - 1], identity,
                       grads[i], dW, db)

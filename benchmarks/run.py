@@ -165,7 +165,7 @@ def table(rows: list[dict], info: dict, args) -> str:
 
     samples = sorted({r["train_samples"] for r in rows})
     threads = (f"pinned to {args.threads} core(s)" if args.threads else
-               "each framework's default threads (tinynn trains on one core)")
+               "each framework's default threads (tinynn's compiled training: one per core)")
     versions = ", ".join(dict.fromkeys(r["version"] for r in rows if r.get("version")))
     lines = [
         f"Machine: {info['cpu']}, {info['cores']} cores, Python {info['python']}, "

@@ -50,7 +50,8 @@ def limit_threads(threads: int) -> None:
         raise SystemExit(f"--threads {threads}: only {len(cores)} cores available")
     os.sched_setaffinity(0, cores[:threads])
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                 "NUMBA_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+                 "NUMBA_NUM_THREADS", "TINYNN_THREADS", "TF_NUM_INTRAOP_THREADS",
+                 "TF_NUM_INTEROP_THREADS"):
         os.environ[name] = str(threads)
     if threads == 1:  # XLA's CPU client has no thread count, only this switch
         flags = os.environ.get("XLA_FLAGS", "")
@@ -103,9 +104,15 @@ class Tinynn(KerasStyle):
         self.model = tinynn.Sequential(keras_layers(tinynn, spec, UserDense))
         self.model.compile(**keras_compile_arguments(tinynn, spec))
         self.callback_base = tinynn.callbacks.Callback
-        # Training runs on one core; predict's forward pass on large inputs uses
-        # one thread per core (os.cpu_count(), whatever the affinity).
+        # Compiled training: one thread per core of the affinity (engine.training_threads;
+        # one where BLAS does the products, which then uses the cores itself); the NumPy
+        # backend trains on one thread (its BLAS on every core).
+        from tinynn import engine
+
         self.threads = 1
+        if backend == "numba":  # (the model starts with an Input: built)
+            fused_plan = engine.plan(self.model, training=True)
+            self.threads = engine.training_threads(fused_plan) if fused_plan else 1
 
 
 class Keras(KerasStyle):

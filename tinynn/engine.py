@@ -16,6 +16,7 @@ path first runs, so ``import tinynn`` compiles nothing.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +28,10 @@ from tinynn.backend import get_backend, kernels
 
 #: Below this many rows per thread, starting threads costs more than it saves.
 MIN_ROWS_PER_THREAD = 2048
+#: Training threads by default: one per core, up to this many (measured on two cores;
+#: any number computes the same weights).
+MAX_TRAINING_THREADS = 2
+THREADS_VAR = "TINYNN_THREADS"
 AFFINE, ACTIVATE, DROPOUT = 0, 1, 2  # as kernels.fused
 
 
@@ -34,6 +39,12 @@ def _fused():
     from tinynn.backend import import_kernels
 
     return import_kernels("tinynn.kernels.fused")
+
+
+def _sync():
+    from tinynn.backend import import_kernels
+
+    return import_kernels("tinynn.kernels.sync")
 
 
 def _announce_compiling(kernel) -> None:
@@ -131,6 +142,28 @@ def plan(model, training: bool) -> Plan | None:
     return Plan(model, training)
 
 
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # the cores this process may run on
+    except AttributeError:  # (not on every system)
+        return os.cpu_count() or 1
+
+
+def training_threads(fused_plan: Plan) -> int:
+    """How many threads share each compiled training step: ``$TINYNN_THREADS`` if set,
+    else one per core (at most ``MAX_TRAINING_THREADS``); one for a model whose products
+    go through BLAS, which already uses every core."""
+    if any(kernels().uses_blas(W) for W in fused_plan.Ws):
+        return 1
+    value = os.environ.get(THREADS_VAR, "").strip()
+    if not value:
+        return min(_cores(), MAX_TRAINING_THREADS)
+    if not value.isdigit() or not 1 <= int(value) <= 64:
+        raise ValueError(f"${THREADS_VAR}={value!r}: expected a whole number of threads "
+                         f"from 1 to 64, or unset for one per core")
+    return int(value)
+
+
 def _rows_2d(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.reshape(len(x), -1), dtype=np.float32)
 
@@ -162,6 +195,34 @@ class CompiledRunner:
         d = fused_plan.dropouts
         self.rates = np.array([layer.rate for layer in d], np.float64)
         self.seeds = np.array([layer.seed for layer in d], np.int64)
+        self.threads = training_threads(fused_plan)
+        self._buffers = {}
+
+    def _parts(self, x: tuple, batch_size: int) -> tuple:
+        """The shared buffers of a step of ``batch_size``, and how the threads split each
+        affine op's kernel rows (``splits``, see ``fused.train_steps``): evenly, except the
+        first layer's, where a row's work grows with how often its input is non-zero."""
+        if batch_size not in self._buffers:
+            p, t = self.plan, self.threads
+            indptr, indices, _ = x
+            splits = np.zeros((len(p.Ws), t + 1), np.int64)
+            for a, W in enumerate(p.Ws):
+                cost = np.ones(len(W))
+                if p.ops[0, 0] == AFFINE and p.ops[0, 1] == a:
+                    nonzeros = np.bincount(indices[: indptr[-1]], minlength=len(W))
+                    cost += nonzeros[: len(W)] * batch_size / max(len(indptr) - 1, 1)
+                total = np.concatenate([[0], np.cumsum(cost)])
+                # Each part starts on a multiple of 64 weights: the update loops then treat
+                # every weight as one thread would (in their vectorised body; a loop's
+                # scalar tail may fuse a multiply-add differently).
+                rows = 64 // math.gcd(W.shape[1], 64)
+                ends = np.searchsorted(total, np.linspace(0, total[-1], t + 1))
+                splits[a] = np.clip(np.round(ends / rows) * rows, 0, len(W))
+                splits[a, 0], splits[a, -1] = 0, len(W)
+            k = len(p.Ws[0]) if p.ops[0, 0] == AFFINE else int(p.ops[0, 2])
+            work = _fused().workspace(p.ops, p.Ws, p.bs, batch_size, k)
+            self._buffers = {batch_size: (work, np.empty(batch_size), splits)}
+        return self._buffers[batch_size]
 
     def prepare(self, x: np.ndarray, y: np.ndarray) -> tuple:
         """The data as the kernel reads it: x as compressed sparse rows (made once per fit),
@@ -183,13 +244,30 @@ class CompiledRunner:
             raise RuntimeError(f"{type(opt).__name__}.update_arguments gave "
                                f"{arguments.shape[0]} rows for {last - first} steps")
         counters = np.array([int(layer.state["step"][0]) for layer in p.dropouts], np.int64)
-        _announce_compiling(_fused().train_steps)
-        result = _fused().train_steps(
-            x, labels, targets, order, batch_size, first, last,
-            p.ops, p.Ws, p.bs, self.param_index, self.rates, self.seeds, counters,
-            self.on_logits, self.categorical, self.softmax_formula, self.clip_epsilon,
-            self.update, self.P, *self.S, arguments,
-        )  # fmt: skip
+        work, sample_losses, splits = self._parts(x, batch_size)
+        kernel = _fused().train_steps
+        _announce_compiling(kernel)
+        sync = _sync().new(self.threads)
+
+        def thread(t: int) -> tuple:
+            try:
+                return kernel(
+                    x, labels, targets, order, batch_size, first, last,
+                    p.ops, p.Ws, p.bs, self.param_index, self.rates, self.seeds, counters,
+                    self.on_logits, self.categorical, self.softmax_formula, self.clip_epsilon,
+                    self.update, self.P, *self.S, arguments,
+                    work, sample_losses, t, self.threads, splits, sync,
+                )  # fmt: skip
+            except BaseException:
+                _sync().abort(sync)  # the other threads stop waiting for this one
+                raise
+
+        others = [_training_pool().submit(thread, t) for t in range(1, self.threads)]
+        try:
+            result = thread(0)
+        finally:
+            for f in others:
+                f.result()  # (re-raises a partner thread's error)
         done = result[3] - first
         opt.iterations += done
         for layer in p.dropouts:
@@ -222,6 +300,13 @@ def forward_all(fused_plan: Plan, x: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
     finite = work(0) if workers == 1 else all(_pool().map(work, range(workers)))
     return out_z, out_a, finite
+
+
+@functools.cache
+def _training_pool() -> ThreadPoolExecutor:
+    """The partner threads of training steps (apart from predict's, so neither waits
+    for the other)."""
+    return ThreadPoolExecutor(thread_name_prefix="tinynn-train")
 
 
 @functools.cache

@@ -228,13 +228,33 @@ def _compact(xr, indices, values):
 
 
 @njit
-def _sparse_weight_grads(indptr, indices, values, rows, dz, dW, db):
-    """dW = x[rows]ᵀ · dz and db = Σ_r dz[r], for x in compressed sparse rows."""
+def _first_at_least(indices, start, end, k):
+    """The first position p in start … end − 1 with indices[p] ≥ k (end if none), for
+    ascending indices: a binary search (np.searchsorted costs seconds more to compile)."""
+    while start < end:
+        middle = (start + end) // 2
+        if indices[middle] < k:
+            start = middle + 1
+        else:
+            end = middle
+    return start
+
+
+@njit
+def _sparse_weight_grads(indptr, indices, values, rows, dz, dW, db, k0, k1):
+    """Rows k0 … k1 − 1 of dW = x[rows]ᵀ · dz, and db = Σ_r dz[r], for x in compressed
+    sparse rows (each row's indices ascending). A thread computes its own range of
+    rows; each entry is summed in the same order whatever the range."""
     u = dW.shape[1]
-    dW[:] = 0
+    dW[k0:k1] = 0
+    part = k0 > 0 or k1 < dW.shape[0]
     for r in range(len(rows)):
         dzr = dz[r]
-        for p in range(indptr[rows[r]], indptr[rows[r] + 1]):
+        start, end = indptr[rows[r]], indptr[rows[r] + 1]
+        if part:
+            start = _first_at_least(indices, start, end, k0)
+            end = _first_at_least(indices, start, end, k1)
+        for p in range(start, end):
             xi = values[p]
             dWi = dW[indices[p]]
             for j in range(u):
@@ -299,8 +319,11 @@ def _input_grads(dz, W, dx):
 
 
 @njit
-def _softmax_cross_entropy(z, labels, rows, dz):
-    """Per-sample losses of softmax(z) against labels[rows]; dz = (softmax(z) − onehot) / n."""
+def _softmax_cross_entropy(z, labels, rows, batch, dz):
+    """Per-sample losses of softmax(z) against labels[rows]; dz = (softmax(z) − onehot) / batch.
+
+    (z may be part of a batch of ``batch`` rows: the gradient is of the batch's mean.)
+    """
     n, c = z.shape
     f = dz.dtype.type  # all arithmetic in the arrays' precision, as the reference does
     losses = np.empty(n, dtype=np.float64)
@@ -315,12 +338,12 @@ def _softmax_cross_entropy(z, labels, rows, dz):
         y = labels[rows[r]]
         losses[r] = np.log(total) - (z[r, y] - top)
         for j in range(c):
-            dz[r, j] = (dz[r, j] / total - (f(1) if j == y else f(0))) / f(n)
+            dz[r, j] = (dz[r, j] / total - (f(1) if j == y else f(0))) / f(batch)
     return losses
 
 
 @njit
-def _probability_cross_entropy(p, labels, rows, epsilon, dp):
+def _probability_cross_entropy(p, labels, rows, batch, epsilon, dp):
     """Per-sample losses of clipped outputs read as probabilities; dp its gradient."""
     n, c = p.shape
     f = dp.dtype.type
@@ -335,14 +358,14 @@ def _probability_cross_entropy(p, labels, rows, epsilon, dp):
         losses[r] = np.log(total) - np.log(py)
         for j in range(c):
             inside = lo <= p[r, j] <= hi
-            grad = (f(1) / total - (f(1) / py if j == y else f(0))) / f(n)
+            grad = (f(1) / total - (f(1) / py if j == y else f(0))) / f(batch)
             dp[r, j] = grad if inside else f(0)
     return losses
 
 
 @njit
-def _categorical_softmax_cross_entropy(z, targets, rows, dz):
-    """Per-sample losses of softmax(z) against targets[rows]; dz = (softmax(z) · Σt − t) / n."""
+def _categorical_softmax_cross_entropy(z, targets, rows, batch, dz):
+    """Per-sample losses of softmax(z) against targets[rows]; dz = (softmax(z) · Σt − t) / batch."""
     n, c = z.shape
     f = dz.dtype.type
     losses = np.empty(n, dtype=np.float64)
@@ -359,12 +382,12 @@ def _categorical_softmax_cross_entropy(z, targets, rows, dz):
             dot += t[j] * (z[r, j] - top)
         losses[r] = mass * np.log(total) - dot
         for j in range(c):
-            dz[r, j] = (dz[r, j] / total * mass - t[j]) / f(n)
+            dz[r, j] = (dz[r, j] / total * mass - t[j]) / f(batch)
     return losses
 
 
 @njit
-def _categorical_probability_cross_entropy(p, targets, rows, epsilon, dp):
+def _categorical_probability_cross_entropy(p, targets, rows, batch, epsilon, dp):
     """Per-sample losses of outputs normalised, clipped, read as probabilities; dp: gradient."""
     n, c = p.shape
     f = dp.dtype.type
@@ -384,7 +407,7 @@ def _categorical_probability_cross_entropy(p, targets, rows, epsilon, dp):
             gq += dp[r, j] * q
         losses[r] = loss
         for j in range(c):
-            dp[r, j] = (dp[r, j] - gq) / (total * f(n))
+            dp[r, j] = (dp[r, j] - gq) / (total * f(batch))
     return losses
 
 
@@ -522,7 +545,7 @@ def sparse_softmax_cross_entropy(logits, labels):
     """Twin of ``reference.sparse_softmax_cross_entropy``."""
     _check_labels(logits, labels)
     return _softmax_cross_entropy(
-        logits, labels, np.arange(len(labels)), np.empty_like(logits)
+        logits, labels, np.arange(len(labels)), len(labels), np.empty_like(logits)
     ).astype(logits.dtype)
 
 
@@ -531,7 +554,7 @@ def sparse_softmax_cross_entropy_backward(logits, labels):
     """Twin of ``reference.sparse_softmax_cross_entropy_backward``."""
     _check_labels(logits, labels)
     dz = np.empty_like(logits)
-    _softmax_cross_entropy(logits, labels, np.arange(len(labels)), dz)
+    _softmax_cross_entropy(logits, labels, np.arange(len(labels)), len(labels), dz)
     return dz
 
 
@@ -540,7 +563,7 @@ def sparse_probability_cross_entropy(probs, labels, epsilon=1e-7):
     """Twin of ``reference.sparse_probability_cross_entropy``."""
     _check_labels(probs, labels)
     return _probability_cross_entropy(
-        probs, labels, np.arange(len(labels)), epsilon, np.empty_like(probs)
+        probs, labels, np.arange(len(labels)), len(labels), epsilon, np.empty_like(probs)
     ).astype(probs.dtype)
 
 
@@ -549,7 +572,7 @@ def sparse_probability_cross_entropy_backward(probs, labels, epsilon=1e-7):
     """Twin of ``reference.sparse_probability_cross_entropy_backward``."""
     _check_labels(probs, labels)
     dp = np.empty_like(probs)
-    _probability_cross_entropy(probs, labels, np.arange(len(labels)), epsilon, dp)
+    _probability_cross_entropy(probs, labels, np.arange(len(labels)), len(labels), epsilon, dp)
     return dp
 
 
@@ -558,7 +581,7 @@ def categorical_softmax_cross_entropy(logits, targets):
     """Twin of ``reference.categorical_softmax_cross_entropy``."""
     _check_targets(logits, targets)
     return _categorical_softmax_cross_entropy(
-        logits, targets, np.arange(len(targets)), np.empty_like(logits)
+        logits, targets, np.arange(len(targets)), len(targets), np.empty_like(logits)
     ).astype(logits.dtype)
 
 
@@ -567,7 +590,8 @@ def categorical_softmax_cross_entropy_backward(logits, targets):
     """Twin of ``reference.categorical_softmax_cross_entropy_backward``."""
     _check_targets(logits, targets)
     dz = np.empty_like(logits)
-    _categorical_softmax_cross_entropy(logits, targets, np.arange(len(targets)), dz)
+    _categorical_softmax_cross_entropy(logits, targets, np.arange(len(targets)), len(targets),
+                                       dz)
     return dz
 
 
@@ -576,7 +600,7 @@ def categorical_probability_cross_entropy(probs, targets, epsilon=1e-7):
     """Twin of ``reference.categorical_probability_cross_entropy``."""
     _check_targets(probs, targets)
     return _categorical_probability_cross_entropy(
-        probs, targets, np.arange(len(targets)), epsilon, np.empty_like(probs)
+        probs, targets, np.arange(len(targets)), len(targets), epsilon, np.empty_like(probs)
     ).astype(probs.dtype)
 
 
@@ -585,7 +609,8 @@ def categorical_probability_cross_entropy_backward(probs, targets, epsilon=1e-7)
     """Twin of ``reference.categorical_probability_cross_entropy_backward``."""
     _check_targets(probs, targets)
     dp = np.empty_like(probs)
-    _categorical_probability_cross_entropy(probs, targets, np.arange(len(targets)), epsilon, dp)
+    _categorical_probability_cross_entropy(probs, targets, np.arange(len(targets)),
+                                           len(targets), epsilon, dp)
     return dp
 
 
@@ -790,15 +815,16 @@ def uniform(seed, step, size):
 
 
 @njit
-def _dropout(x, rate, seed, step, y, s):
-    """y = x · s, s = 1 / (1 − rate) or 0, for a (n, u) batch (``reference.dropout_forward``)."""
+def _dropout(x, rate, seed, step, row0, y, s):
+    """y = x · s, s = 1 / (1 − rate) or 0, for rows row0 … of a (n, u) batch
+    (``reference.dropout_forward``; a thread passes its part of the batch)."""
     n, u = x.shape
     key = _key(seed, step)
     f = y.dtype.type
     scale, zero = f(1.0 / (1.0 - rate)), f(0)
     for r in range(n):
         for j in range(u):
-            keep = _uniform_at(key, r * u + j) >= rate
+            keep = _uniform_at(key, (row0 + r) * u + j) >= rate
             s[r, j] = scale if keep else zero
             y[r, j] = x[r, j] * s[r, j]
 
@@ -808,7 +834,7 @@ def dropout_forward(x, rate, seed, step):
     """Twin of ``reference.dropout_forward``."""
     x = np.ascontiguousarray(x)
     y, s = np.empty_like(x), np.empty_like(x)
-    _dropout(x.reshape(-1, x.shape[-1]), rate, seed, step, y.reshape(-1, x.shape[-1]),
+    _dropout(x.reshape(-1, x.shape[-1]), rate, seed, step, 0, y.reshape(-1, x.shape[-1]),
              s.reshape(-1, x.shape[-1]))
     return y, s
 

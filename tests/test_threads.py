@@ -1,0 +1,137 @@
+"""Training on several threads: the same weights whatever the thread count, and no hang.
+
+``fused.train_steps`` splits each step between threads (rows of the batch, rows of
+each kernel) so that every number is computed as one thread computes it; these
+tests train the same models with 1, 2 and 3 threads (more threads than this
+machine's cores still has to work) and compare the weights bit for bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tinynn
+from tinynn import engine, layers, optimizers
+from tinynn.kernels import fused, sync
+
+L = layers
+
+
+def mnist_like(n=300, k=64, classes=10, seed=0):
+    """Sparse non-negative inputs (mostly zeros, like MNIST's) and labels."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, k), dtype=np.float32)
+    x[rng.random((n, k)) < 0.7] = 0
+    return x, rng.integers(0, classes, n)
+
+
+MODELS = {
+    "hidden, adam": (lambda: [L.Dense(40, activation="relu"), L.Dense(10, activation="sigmoid")],
+                     "adam", "sparse_categorical_crossentropy", 32),
+    "dropout, rmsprop centred": (
+        lambda: [L.Dense(48, activation="relu"), L.Dropout(0.3, seed=3),
+                 L.Dense(24, activation="tanh"), L.Dense(10, activation="softmax")],
+        lambda: optimizers.RMSprop(0.01, momentum=0.5, centered=True),
+        "sparse_categorical_crossentropy", 25),
+    "probabilities, nesterov, odd batch": (
+        lambda: [L.Dense(30, activation="relu"), L.Dense(10), L.Activation("sigmoid")],
+        lambda: optimizers.SGD(0.1, momentum=0.9, nesterov=True),
+        "sparse_categorical_crossentropy", 33),
+    "dropout first, one-hot, adamw": (
+        lambda: [L.Dropout(0.2, seed=1), L.Dense(20, activation="relu"),
+                 L.Dense(10, activation="softmax")],
+        lambda: optimizers.AdamW(0.01), "categorical_crossentropy", 16),
+    "one layer, batch 1": (lambda: [L.Dense(10, activation="softmax")], "adam",
+                           "sparse_categorical_crossentropy", 1),
+}
+
+
+def train(name: str, threads: int, monkeypatch) -> tuple[list, dict]:
+    make, opt, loss, batch = MODELS[name]
+    monkeypatch.setenv(engine.THREADS_VAR, str(threads))
+    x, y = mnist_like()
+    if loss == "categorical_crossentropy":
+        y = tinynn.utils.to_categorical(y, 10)
+    tinynn.utils.set_random_seed(0)
+    model = tinynn.Sequential([L.Input((x.shape[1],)), *make()])
+    model.compile(opt if isinstance(opt, str) else opt(), loss, metrics=["accuracy"])
+    plan = engine.plan(model, training=True)
+    assert plan is not None and engine.training_threads(plan) == threads
+    with tinynn.backend.using("numba"):
+        history = model.fit(x, y, epochs=2, batch_size=batch, verbose=0)
+    return model.get_weights(), history.history
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_weights_do_not_depend_on_the_thread_count(name, monkeypatch):
+    one_w, one_h = train(name, 1, monkeypatch)
+    for threads in (2, 3):
+        w, h = train(name, threads, monkeypatch)
+        for a, b in zip(one_w, w):
+            np.testing.assert_array_equal(a, b, err_msg=f"{threads} threads")
+        assert h == one_h
+
+
+def test_threads_variable_is_checked(monkeypatch):
+    model = tinynn.Sequential([L.Input((4,)), L.Dense(3)])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    plan = engine.plan(model, training=True)
+    for bad in ("0", "two", "-1", "1.5"):
+        monkeypatch.setenv(engine.THREADS_VAR, bad)
+        with pytest.raises(ValueError, match="TINYNN_THREADS"):
+            engine.training_threads(plan)
+    monkeypatch.delenv(engine.THREADS_VAR)
+    assert engine.training_threads(plan) == min(engine._cores(), engine.MAX_TRAINING_THREADS)
+
+
+def test_a_partner_that_never_comes_is_given_up(monkeypatch):
+    """Thread 0 of 2 alone, with the abort flag set: it stops at its first meeting,
+    before any update, instead of spinning for ever."""
+    x, y = mnist_like()
+    tinynn.utils.set_random_seed(0)
+    model = tinynn.Sequential([L.Input((x.shape[1],)), L.Dense(10, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x[:8], y[:8], verbose=0)  # builds the optimizer's slots
+    runner = tinynn.training.runner_for(model)
+    data = runner.prepare(x, y)
+    before = model.get_weights()
+    p = runner.plan
+    work = fused.workspace(p.ops, p.Ws, p.bs, 32, x.shape[1])
+    shared = sync.new(2)
+    sync.abort(shared)
+    result = fused.train_steps(
+        *data, np.arange(len(x)), 32, 0, 3, p.ops, p.Ws, p.bs, runner.param_index,
+        runner.rates, runner.seeds, np.zeros(0, np.int64), runner.on_logits,
+        runner.categorical, runner.softmax_formula, runner.clip_epsilon, runner.update,
+        runner.P, *runner.S, np.ones((3, 4)), work, np.empty(32), 0, 2,
+        np.array([[0, 32, x.shape[1]]]), shared)
+    assert result[3:] == (0, fused.ABORTED)
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_partner_thread_error_reaches_fit(monkeypatch):
+    """If a partner thread fails, fit raises its error (and does not hang); no step is applied."""
+    monkeypatch.setenv(engine.THREADS_VAR, "2")
+    x, y = mnist_like()
+    model = tinynn.Sequential([L.Input((x.shape[1],)), L.Dense(10, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    before = model.get_weights()
+    real = engine._fused()
+
+    class Broken:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        @staticmethod
+        def train_steps(*args):
+            if args[-4] == 1:  # thread 1, the partner
+                raise RuntimeError("partner failed")
+            return real.train_steps(*args)
+
+    monkeypatch.setattr(engine, "_fused", lambda: Broken())
+    with tinynn.backend.using("numba"), pytest.raises(RuntimeError, match="partner failed"):
+        model.fit(x, y, verbose=0)
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
