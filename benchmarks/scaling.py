@@ -11,8 +11,9 @@ width 100. Each point runs once per thread setting (--threads, default 1 and 2):
 the process is pinned to that many cores and each framework's own thread count
 is set to it (TensorFlow's intra/inter-op threads, torch.set_num_threads, XLA's
 multi-threaded Eigen off for 1, BLAS and Numba through the environment;
-see worker.limit_threads). tinynn trains on one core whatever the setting; its
-NumPy backend's BLAS uses the threads. Writes benchmarks/results/scaling.json
+see worker.limit_threads). tinynn's compiled training runs one thread per pinned
+core (TINYNN_THREADS), or calls BLAS from one thread for layers of ≥ 200,000 weights;
+its NumPy backend's BLAS uses the threads. Writes benchmarks/results/scaling.json
 and scaling.png.
 """
 

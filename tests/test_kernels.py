@@ -386,3 +386,17 @@ def test_all_finite_twins(dtype, bad):
     for layout in LAYOUTS:
         arranged = arrange(a, layout)
         assert compiled.all_finite(arranged) == reference.all_finite(arranged) == (bad is None)
+
+
+@pytest.mark.parametrize("bad", [None, 0, 2])
+def test_all_finite_twins_over_many_arrays(bad):
+    """Many arrays in one call (one dtype: one compiled call; mixed: one each)."""
+    rng = np.random.default_rng(1)
+    arrays = [rng.normal(size=(5, 3)).astype(np.float32), rng.normal(size=7).astype(np.float32),
+              rng.normal(size=(2, 2)).astype(np.float64)]
+    if bad is not None:
+        arrays[bad].flat[1] = np.nan
+    for group in (arrays[:2], arrays):
+        want = bad is None or bad >= len(group)
+        assert compiled.all_finite(*group) == reference.all_finite(*group) == want
+    assert compiled.all_finite() and reference.all_finite()

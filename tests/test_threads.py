@@ -8,6 +8,8 @@ machine's cores still has to work) and compare the weights bit for bit.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -135,3 +137,35 @@ def test_a_partner_thread_error_reaches_fit(monkeypatch):
         model.fit(x, y, verbose=0)
     for a, b in zip(before, model.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this system")
+def test_a_forked_child_trains_on_its_own_threads(monkeypatch, tmp_path):
+    """A child made by fork after the parent trained (its pools made) trains too, on
+    threads of its own, and gets the parent's weights; before pools were kept per process
+    id, its partner thread never started and the step waited for ever."""
+    import time
+
+    _, _ = train("hidden, adam", 2, monkeypatch)  # the parent's pools exist now
+    want, _ = train("hidden, adam", 2, monkeypatch)
+    out = tmp_path / "child.npz"
+    pid = os.fork()
+    if pid == 0:  # the child: train, save, leave without running pytest's teardown
+        code = 1
+        try:
+            got, _ = train("hidden, adam", 2, monkeypatch)
+            np.savez(out, *got)
+            code = 0
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 120
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done[0] == 0:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child's training did not finish in 120 s")
+    assert os.waitstatus_to_exitcode(done[1]) == 0
+    with np.load(out) as got:
+        for i, w in enumerate(want):
+            np.testing.assert_array_equal(got[f"arr_{i}"], w)

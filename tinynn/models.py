@@ -202,7 +202,7 @@ class Sequential:
         self.optimizer.apply_gradients(
             (layer.grads[k], p) for layer in self.leaf_layers for k, p in layer.params.items())
         state = [a for s in self.optimizer.slots for a in s.values()]
-        finite = all(map(kernels().all_finite, self.weights + state))
+        finite = kernels().all_finite(*self.weights, *state)
         return loss, y_pred, training.Fault.NONE if finite else training.Fault.WEIGHTS
 
     # ------------------------------------------------------------ Keras's API

@@ -368,9 +368,10 @@ def dropout_backward(dy: np.ndarray, s: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- checks
 
 
-def all_finite(a: np.ndarray) -> bool:
-    """No NaN and no ±inf in a (any shape): training stops at a step that made one."""
-    return bool(np.isfinite(a).all())
+def all_finite(*arrays: np.ndarray) -> bool:
+    """No NaN and no ±inf in any of the arrays (any shapes): training stops at a step that
+    made one."""
+    return all(bool(np.isfinite(a).all()) for a in arrays)
 
 
 # ---------------------------------------------------------------- metrics
