@@ -695,9 +695,13 @@ def _sgd(w, g, velocity, lr, momentum, nesterov):
     lr, momentum, zero = f(lr), f(momentum), f(0)
     check = zero
     for i in range(w.size):
-        velocity[i] = momentum * velocity[i] - lr * g[i]
+        # lr · g once, used twice: LLVM then fuses only momentum · velocity into a
+        # multiply-add, always the same one (with lr · g written twice, a freshly compiled
+        # kernel and one read from the cache were seen to fuse differently).
+        step = lr * g[i]
+        velocity[i] = momentum * velocity[i] - step
         if nesterov:
-            w[i] += momentum * velocity[i] - lr * g[i]
+            w[i] += momentum * velocity[i] - step
         else:
             w[i] += velocity[i]
         check += w[i] * zero  # as in _adam
