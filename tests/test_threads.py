@@ -169,3 +169,60 @@ def test_a_forked_child_trains_on_its_own_threads(monkeypatch, tmp_path):
     with np.load(out) as got:
         for i, w in enumerate(want):
             np.testing.assert_array_equal(got[f"arr_{i}"], w)
+
+
+def test_more_threads_than_cores_finish_with_the_same_weights(tmp_path):
+    """More threads than cores (and than predict's pool): every partner gets a thread of
+    its own at once, and the waiting ones give their cores away; in a process of its own,
+    so that a hang fails the test instead of stalling the suite."""
+    import subprocess
+    import sys
+
+    script = (
+        "import numpy as np, tinynn\n"
+        "from tinynn import layers as L\n"
+        "rng = np.random.default_rng(0)\n"
+        "x = rng.random((200, 64), dtype=np.float32); x[x < 0.7] = 0\n"
+        "y = rng.integers(0, 10, 200)\n"
+        "tinynn.utils.set_random_seed(0)\n"
+        "m = tinynn.Sequential([L.Input((64,)), L.Dense(40, activation='relu'), L.Dense(10)])\n"
+        "m.compile('adam', tinynn.losses.SparseCategoricalCrossentropy(from_logits=True))\n"
+        "m.fit(x, y, epochs=2, batch_size=16, verbose=0)\n"
+        "np.savez(__import__('sys').argv[1], *m.get_weights())\n")
+    results = []
+    for threads in (1, (os.cpu_count() or 1) + 2):
+        out = tmp_path / f"{threads}.npz"
+        env = {**os.environ, engine.THREADS_VAR: str(threads), "TINYNN_BACKEND": "numba"}
+        subprocess.run([sys.executable, "-c", script, str(out)], env=env, timeout=300,
+                       check=True)
+        with np.load(out) as f:
+            results.append([f[k] for k in sorted(f.files)])
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_partner_that_cannot_be_started_stops_the_others(monkeypatch):
+    """If starting the second partner fails, the first one stops waiting (no thread left
+    spinning), the error reaches fit, and the weights are unchanged."""
+    from concurrent.futures import wait
+
+    monkeypatch.setenv(engine.THREADS_VAR, "3")
+    x, y = mnist_like()
+    model = tinynn.Sequential([L.Input((x.shape[1],)), L.Dense(10, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    before = model.get_weights()
+    real, started = engine._training_pool(), []
+
+    class Pool:
+        def submit(self, fn, *args):
+            if started:
+                raise RuntimeError("cannot start a thread")
+            started.append(real.submit(fn, *args))
+            return started[-1]
+
+    monkeypatch.setattr(engine, "_training_pool", lambda: Pool())
+    with tinynn.backend.using("numba"), pytest.raises(RuntimeError, match="cannot start"):
+        model.fit(x, y, verbose=0)
+    assert not wait(started, timeout=30).not_done
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)

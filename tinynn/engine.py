@@ -19,7 +19,7 @@ import functools
 import math
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
@@ -271,12 +271,18 @@ class CompiledRunner:
                 _sync().abort(sync)  # the other threads stop waiting for this one
                 raise
 
-        others = [_training_pool().submit(thread, t) for t in range(1, self.threads)]
+        others = []
         try:
+            for t in range(1, self.threads):
+                others.append(_training_pool().submit(thread, t))
             result = thread(0)
+        except BaseException:
+            _sync().abort(sync)  # (also when a partner could not even be started)
+            raise
         finally:
-            for f in others:
-                f.result()  # (re-raises a partner thread's error)
+            wait(others)  # every partner has stopped touching the weights
+        for f in others:
+            f.result()  # (re-raises a partner thread's error)
         done = result[3] - first
         opt.iterations += done
         for layer in p.dropouts:
@@ -312,19 +318,20 @@ def forward_all(fused_plan: Plan, x: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 def _training_pool() -> ThreadPoolExecutor:
-    """The partner threads of training steps (apart from predict's, so neither waits
-    for the other)."""
-    return _pools(os.getpid(), "tinynn-train")
+    """The partner threads of training steps, apart from predict's. A partner must start
+    at once (the others wait for it at the first meeting): the pool may grow to a thread
+    per partner of every fit running at the same time (it makes threads only on demand)."""
+    return _pools(os.getpid(), "tinynn-train", 256)
 
 
 def _pool() -> ThreadPoolExecutor:
     """The threads that share predict's rows."""
-    return _pools(os.getpid(), "tinynn")
+    return _pools(os.getpid(), "tinynn", os.cpu_count() or 1)
 
 
 @functools.cache
-def _pools(pid: int, name: str) -> ThreadPoolExecutor:
+def _pools(pid: int, name: str, workers: int) -> ThreadPoolExecutor:
     """One pool per name for the life of the process, made on first use; by process id,
     because a child made by fork inherits the pool but not its threads (its tasks would
     wait for ever, and a training step's threads with them)."""
-    return ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix=name)
+    return ThreadPoolExecutor(workers, thread_name_prefix=name)

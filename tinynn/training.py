@@ -82,7 +82,12 @@ def train_epoch(model, runner, data, order, batch_size: int, per_call: int, hook
     for first in range(0, steps, per_call):
         last = min(first + per_call, steps)
         saved = snapshot(model)  # so that a step that breaks the weights can be undone
-        loss_sum, correct, seen, stop, fault = runner.run(data, order, batch_size, first, last)
+        try:
+            loss_sum, correct, seen, stop, fault = runner.run(data, order, batch_size, first,
+                                                              last)
+        except BaseException:  # (e.g. a thread that failed part-way through a step)
+            restore(model, saved)
+            raise
         if fault:
             # Back to the start of this call, then the good steps again (they compute
             # the same thing twice, bit for bit): whatever the broken step changed

@@ -6,7 +6,8 @@ cores if the threads meet cheaply. So each thread runs the whole of
 ``fused.train_steps`` on its own part of every step, and where one part needs
 another's results, the threads meet here: each publishes how many meetings it
 has reached and spins until every other thread has reached as many (~0.1 µs
-when both cores are free).
+when both cores are free; after ``SPINS`` turns it yields its core at each turn,
+for when threads outnumber free cores).
 
 The array ``sync`` (made by ``new``) holds, each on its own 64-byte cache line:
 the meeting count of every thread, a flag per thread (``publish``/``read``: e.g.
@@ -20,6 +21,7 @@ the spinning load out of its loop.
 
 from __future__ import annotations
 
+import os
 import platform
 
 import numpy as np
@@ -33,6 +35,7 @@ from tinynn.kernels.compiled import njit
 #: int64 entries per cache line: each thread's counter and flag sits on a line of its own.
 LINE = 8
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+_POSIX = os.name == "posix"
 
 
 def new(threads: int) -> np.ndarray:
@@ -78,6 +81,25 @@ def _pause(typingctx):
     return types.void(), codegen
 
 
+@intrinsic
+def _yield(typingctx):
+    """Give the core to another runnable thread (POSIX ``sched_yield``); else nothing."""
+
+    def codegen(context, builder, sig, args):
+        if _POSIX:
+            sched_yield = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.IntType(32), []), "sched_yield")
+            builder.call(sched_yield, [])
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
+#: Spins before a waiting thread starts giving its core away: a partner that is running
+#: arrives within a few µs; one that is not (more threads than free cores) needs the core.
+SPINS = 4096
+
+
 @njit
 def barrier(sync, thread, threads, meeting):
     """Wait until every thread has arrived at meeting number ``meeting`` (1, 2, …).
@@ -86,10 +108,15 @@ def barrier(sync, thread, threads, meeting):
     """
     _store(sync, thread * LINE, meeting)
     for other in range(threads):
+        spins = 0
         while _load(sync, other * LINE) < meeting:
             if _load(sync, 2 * threads * LINE):
                 return False
-            _pause()
+            spins += 1
+            if spins < SPINS:
+                _pause()
+            else:
+                _yield()
     return True
 
 
