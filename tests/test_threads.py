@@ -46,6 +46,9 @@ MODELS = {
         lambda: optimizers.AdamW(0.01), "categorical_crossentropy", 16),
     "one layer, batch 1": (lambda: [L.Dense(10, activation="softmax")], "adam",
                            "sparse_categorical_crossentropy", 1),
+    # 64 × 3200 weights: BLAS-sized, but a sparse first layer alone goes by hand, on threads
+    "wide sparse first layer": (lambda: [L.Dense(3200, activation="relu"), L.Dense(10)],
+                                "adam", "sparse_categorical_crossentropy", 40),
 }
 
 

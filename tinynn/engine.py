@@ -153,15 +153,13 @@ def training_threads(fused_plan: Plan) -> int:
     """How many threads share each compiled training step: ``$TINYNN_THREADS`` if set,
     else one per core (at most ``MAX_TRAINING_THREADS``); one for a model whose products
     go through BLAS, which already uses every core."""
-    if any(kernels().uses_blas(W) for W in fused_plan.Ws):
-        return 1
     value = os.environ.get(THREADS_VAR, "").strip()
-    if not value:
-        return min(_cores(), MAX_TRAINING_THREADS)
-    if not value.isdigit() or not 1 <= int(value) <= 64:
+    if value and (not value.isdigit() or not 1 <= int(value) <= 64):
         raise ValueError(f"${THREADS_VAR}={value!r}: expected a whole number of threads "
                          f"from 1 to 64, or unset for one per core")
-    return int(value)
+    if _fused().blas_in_training(fused_plan.ops, fused_plan.Ws).any():
+        return 1
+    return int(value) if value else min(_cores(), MAX_TRAINING_THREADS)
 
 
 def _column_counts(indices: np.ndarray, k: int) -> np.ndarray:

@@ -120,18 +120,35 @@ def _carve(work, ops, Ws, bs, batch_size, k):
 
 
 @njit
-def _forward(x, rows, r0, ops, Ws, bs, rates, seeds, counters, outs, scales, dense_x, identity):
+def blas_in_training(ops, Ws):
+    """Which affine ops multiply through BLAS in ``train_steps``: kernels of at least
+    ``BLAS_MIN_WEIGHTS`` weights, except a sparse first layer when no other kernel is that
+    big. Its hand loops visit only the non-zero inputs and share both cores; BLAS at a
+    batch of 32 does not (a 1024-wide hidden model: 4.9 s/epoch through BLAS on two cores,
+    with hand loops on two threads ~2 s). A model with any BLAS op trains on one thread
+    (``engine.training_threads``), BLAS using the cores itself."""
+    blas = np.zeros(len(Ws), np.bool_)
+    for a in range(len(Ws)):
+        blas[a] = uses_blas(Ws[a])
+    if ops[0, 0] == AFFINE and blas.sum() == 1 and blas[ops[0, 1]]:
+        blas[ops[0, 1]] = False
+    return blas
+
+
+@njit
+def _forward(x, rows, r0, ops, Ws, bs, blas, rates, seeds, counters, outs, scales, dense_x,
+             identity):
     """Every op's output for the batch rows r0 … r0 + len(rows) − 1, samples ``rows`` of x
     (sparse rows), in training mode. Rows are independent: threads share a batch by rows."""
     n, r1 = len(rows), r0 + len(rows)
     indptr, indices, values = x
     prev = dense_x[r0:r1]
-    if ops[0, 0] != AFFINE or uses_blas(Ws[ops[0, 1]]):
+    if ops[0, 0] != AFFINE or blas[ops[0, 1]]:
         _gather(indptr, indices, values, rows, prev)
     for i in range(len(ops)):
         kind, arg = ops[i, 0], ops[i, 1]
         out = outs[i][r0:r1]
-        if kind == AFFINE and uses_blas(Ws[arg]):
+        if kind == AFFINE and blas[arg]:
             _affine_blas(prev, Ws[arg], bs[arg], out)
         elif kind == AFFINE and i == 0:
             _sparse_affine(indptr, indices, values, rows, Ws[arg], bs[arg], out)
@@ -219,6 +236,7 @@ def train_steps(x, labels, targets, order, batch_size, first_step, last_step,
     n_ops = len(ops)
     k = Ws[0].shape[0] if ops[0, 0] == AFFINE else ops[0, 2]
     outs, grads, scales, dWs, dbs, dense_x = _carve(work, ops, Ws, bs, batch_size, k)
+    blas = blas_in_training(ops, Ws)
     first_affine = 0
     while ops[first_affine, 0] != AFFINE:
         first_affine += 1
@@ -238,7 +256,7 @@ def train_steps(x, labels, targets, order, batch_size, first_step, last_step,
                                          len(after) * (thread + 1) // threads])
         for d in range(len(counters)):
             step_counters[d] = counters[d] + step - first_step
-        _forward(x, mine, r0, ops, Ws, bs, rates, seeds, step_counters, outs, scales,
+        _forward(x, mine, r0, ops, Ws, bs, blas, rates, seeds, step_counters, outs, scales,
                  dense_x, identity)
 
         # The loss, and its gradient with respect to what it read.
@@ -284,7 +302,7 @@ def train_steps(x, labels, targets, order, batch_size, first_step, last_step,
             k0, k1 = splits[arg, thread], splits[arg, thread + 1]
             db = dbs[arg] if thread == 0 else no_bias
             whole = grads[i][:n]
-            if uses_blas(Ws[arg]):  # (run by one thread: see engine.training_threads)
+            if blas[arg]:  # (run by one thread: see engine.training_threads)
                 _weight_grads_blas(inp, whole, dWs[arg], dbs[arg])
                 if i > first_affine:
                     _input_grads_blas(whole, Ws[arg], grads[i - 1][:n])
