@@ -102,7 +102,7 @@ def test_a_partner_that_never_comes_is_given_up(monkeypatch):
     data = runner.prepare(x, y)
     before = model.get_weights()
     p = runner.plan
-    work = fused.workspace(p.ops, p.Ws, p.bs, 32, x.shape[1])
+    work = fused.workspace(p.ops, p.Ws, p.bs, 32)
     shared = sync.new(2)
     sync.abort(shared)
     result = fused.train_steps(

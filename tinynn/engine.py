@@ -226,8 +226,7 @@ class CompiledRunner:
                 ends = np.searchsorted(total, np.linspace(0, total[-1], t + 1))
                 splits[a] = np.clip(np.round(ends / rows) * rows, 0, len(W))
                 splits[a, 0], splits[a, -1] = 0, len(W)
-            k = len(p.Ws[0]) if p.ops[0, 0] == AFFINE else int(p.ops[0, 2])
-            work = _fused().workspace(p.ops, p.Ws, p.bs, batch_size, k)
+            work = _fused().workspace(p.ops, p.Ws, p.bs, batch_size)
             self._buffers = {batch_size: (work, np.empty(batch_size), splits)}
         return self._buffers[batch_size]
 

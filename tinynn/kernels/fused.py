@@ -74,7 +74,13 @@ def _gather(indptr, indices, values, rows, out):
 
 
 @njit
-def _layout(ops, Ws, bs, batch_size, k):
+def input_width(ops, Ws):
+    """The width of the model's input: rows of the first kernel, or the first op's width."""
+    return Ws[0].shape[0] if ops[0, 0] == AFFINE else ops[0, 2]
+
+
+@njit
+def _layout(ops, Ws, bs, batch_size):
     """Where each buffer of a training step starts in the flat workspace: per op its
     output, its gradient and its dropout scales; per affine op dW and db; then the
     batch's dense inputs; the last entry is the total size."""
@@ -87,7 +93,7 @@ def _layout(ops, Ws, bs, batch_size, k):
     for a in range(n_affine):
         sizes[3 * n_ops + a] = Ws[a].size
         sizes[3 * n_ops + n_affine + a] = len(bs[a])
-    sizes[-1] = batch_size * k
+    sizes[-1] = batch_size * input_width(ops, Ws)
     starts = np.zeros(len(sizes) + 1, np.int64)
     for i in range(len(sizes)):
         starts[i + 1] = starts[i] + sizes[i]
@@ -95,15 +101,15 @@ def _layout(ops, Ws, bs, batch_size, k):
 
 
 @njit
-def workspace(ops, Ws, bs, batch_size, k):
+def workspace(ops, Ws, bs, batch_size):
     """The buffers of a training step, flat: made once, shared by the threads of a call."""
-    return np.empty(_layout(ops, Ws, bs, batch_size, k)[-1], np.float32)
+    return np.empty(_layout(ops, Ws, bs, batch_size)[-1], np.float32)
 
 
 @njit
-def _carve(work, ops, Ws, bs, batch_size, k):
+def _carve(work, ops, Ws, bs, batch_size):
     """The workspace's buffers as arrays (views: every thread sees the same memory)."""
-    at = _layout(ops, Ws, bs, batch_size, k)
+    at = _layout(ops, Ws, bs, batch_size)
     n, a = len(ops), len(Ws)
 
     def rows(i, height, width):
@@ -115,7 +121,7 @@ def _carve(work, ops, Ws, bs, batch_size, k):
               for i in range(n)]
     dWs = [rows(3 * n + j, Ws[j].shape[0], Ws[j].shape[1]) for j in range(a)]
     dbs = [work[at[3 * n + a + j] : at[3 * n + a + j + 1]] for j in range(a)]
-    dense_x = rows(3 * n + 2 * a, batch_size, k)
+    dense_x = rows(3 * n + 2 * a, batch_size, input_width(ops, Ws))
     return outs, grads, scales, dWs, dbs, dense_x
 
 
@@ -175,15 +181,6 @@ def _loss(z, labels, targets, rows, batch, categorical, softmax_formula, clip_ep
 
 
 @njit
-def _update_rows(update, P, S0, S1, S2, p, dW, k0, k1, args):
-    """The optimizer's update of rows k0 … k1 − 1 of the kernel at P[p] (a flat view)."""
-    u = dW.shape[1]
-    lo, hi = k0 * u, k1 * u
-    return _update(update, P[p][lo:hi], dW.reshape(-1)[lo:hi], S0[p][lo:hi], S1[p][lo:hi],
-                   S2[p][lo:hi], args)
-
-
-@njit
 def train_steps(x, labels, targets, order, batch_size, first_step, last_step,
                 ops, Ws, bs, param_index, rates, seeds, counters,
                 on_logits, categorical, softmax_formula, clip_epsilon,
@@ -234,8 +231,7 @@ def train_steps(x, labels, targets, order, batch_size, first_step, last_step,
         classified right is counted by thread 0.
     """
     n_ops = len(ops)
-    k = Ws[0].shape[0] if ops[0, 0] == AFFINE else ops[0, 2]
-    outs, grads, scales, dWs, dbs, dense_x = _carve(work, ops, Ws, bs, batch_size, k)
+    outs, grads, scales, dWs, dbs, dense_x = _carve(work, ops, Ws, bs, batch_size)
     blas = blas_in_training(ops, Ws)
     first_affine = 0
     while ops[first_affine, 0] != AFFINE:
@@ -336,8 +332,10 @@ def train_steps(x, labels, targets, order, batch_size, first_step, last_step,
 def _update_part(update, P, S0, S1, S2, p, dW, db, splits, arg, thread, threads, args):
     """This thread's part of an affine op's update: its rows of the kernel, and (thread 0)
     the bias. Returns whether every updated value is finite."""
-    k0, k1 = splits[arg, thread], splits[arg, thread + 1]
-    finite = _update_rows(update, P, S0, S1, S2, p, dW, k0, k1, args)
+    u = dW.shape[1]
+    lo, hi = splits[arg, thread] * u, splits[arg, thread + 1] * u  # in the flat views
+    finite = _update(update, P[p][lo:hi], dW.reshape(-1)[lo:hi], S0[p][lo:hi], S1[p][lo:hi],
+                     S2[p][lo:hi], args)
     if thread == 0 and len(db):
         finite &= _update(update, P[p + 1], db, S0[p + 1], S1[p + 1], S2[p + 1], args)
     return finite
