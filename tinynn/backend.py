@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
 
+from tinynn.kernels import warmup
+
 BACKENDS = {"numpy": "tinynn.kernels.reference", "numba": "tinynn.kernels.compiled"}
 ENV_VAR = "TINYNN_BACKEND"
 DEFAULT = "numba"
@@ -74,6 +76,10 @@ def kernels() -> ModuleType:
 def import_kernels(module: str) -> ModuleType:
     """Import a kernel module (where numba caches compiled code: ``tinynn.kernels.cache``).
 
-    Called for every kernel a layer runs: once imported, the module is looked up directly.
+    Called for every kernel a layer runs: once imported, the module is looked up directly
+    (unless the warm-up thread may still be importing it: ``import_module`` waits for that).
     """
-    return sys.modules.get(module) or importlib.import_module(module)
+    found = sys.modules.get(module)
+    if found is None or warmup.importing:
+        return importlib.import_module(module)
+    return found

@@ -37,7 +37,9 @@ AFFINE, ACTIVATE, DROPOUT = 0, 1, 2  # as kernels.fused
 
 def _fused():
     from tinynn.backend import import_kernels
+    from tinynn.kernels import warmup
 
+    warmup.step_aside()  # this thread reads what it needs now
     return import_kernels("tinynn.kernels.fused")
 
 
