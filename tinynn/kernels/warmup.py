@@ -6,14 +6,15 @@ setting up its code generator and reading the fused kernels' machine code. A
 script imports tinynn and then loads its data; a thread started by ``import
 tinynn`` does that work meanwhile, so the first fit finds the kernels ready.
 
-What it does not do: compile. It reads only signatures already on disk (the
-newest few of each fused kernel: a script most likely trains what it trained
-last), so a first run on a new machine still compiles in the foreground and
-says so. It holds no lock the foreground could not wait for, makes a fork wait
-until it is done (a child must not inherit a lock it holds half-way), and reads
-no further signature once the foreground runs a fused kernel itself, or at exit.
-If anything goes wrong it gives up silently: the foreground then does the same
-work and reports any error.
+What it does not do: compile. It reads only signatures already on disk, and of
+each fused kernel only the one written last: a script most likely trains what it
+trained last, every signature read costs memory (a few MB), and one that the fit
+needs but the warm-up did not read costs the fit ~0.06 s. So a first run on a new
+machine still compiles, in the foreground, and says so. The thread holds no lock
+the foreground could not wait for, makes a fork wait until it is done (a child
+must not inherit a lock it holds half-way), and reads nothing more once the
+foreground runs a fused kernel itself, or at exit. If anything goes wrong it
+gives up silently: the foreground then does the same work and reports any error.
 
 This module imports no Numba itself; ``start`` is called by ``import tinynn``
 only when the compiled backend is selected.
@@ -25,8 +26,6 @@ import atexit
 import os
 import threading
 
-#: Cached signatures read per fused kernel, most recently compiled first.
-NEWEST = 4
 #: The fused kernels' names (``kernels.fused``): what a first fit or predict waits for.
 KERNELS = ("train_steps", "forward_rows", "workspace", "blas_in_training")
 
@@ -70,16 +69,16 @@ def _run() -> None:
         return  # the foreground's own import will raise it where it can be seen
     finally:
         importing = False
-    kernels = [getattr(fused, name) for name in KERNELS]
-    signatures = [cached_signatures(kernel)[:NEWEST] for kernel in kernels]
-    for rank in range(NEWEST):  # each kernel's newest first, then the next newest, …
-        for kernel, found in zip(kernels, signatures):
-            if rank >= len(found) or _stopping.is_set():
-                continue
-            try:
-                kernel.compile(found[rank])  # found on disk: read, not compiled
-            except Exception:
-                return
+    for name in KERNELS:
+        kernel = getattr(fused, name)
+        found = cached_signatures(kernel)
+        if _stopping.is_set():
+            return
+        try:
+            if found:
+                kernel.compile(found[0])  # on disk: read, not compiled
+        except Exception:
+            return
 
 
 def step_aside() -> None:
