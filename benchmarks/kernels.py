@@ -9,7 +9,7 @@ table (``tinynn.engine.plan``) as ``kernels.fused.train_steps`` does, timing
 every loop kernel of ``kernels.compiled`` that one step calls, on one batch of
 real MNIST rows, as the median of many calls (each includes ~0.3 µs of calling
 from Python). Then the whole step: ``engine.CompiledRunner.run`` over the
-epoch's steps in calls of ``training.STEPS_PER_CALL``, as ``fit`` runs them.
+epoch's steps in calls sized by ``training.Calls``, as ``fit`` runs them.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import specs  # noqa: E402
 
 import tinynn  # noqa: E402
 from tinynn import engine, training  # noqa: E402
+from tinynn.callbacks import CallbackList  # noqa: E402
 from tinynn.kernels import compiled, fused  # noqa: E402
 
 MODELS = specs.MODELS
@@ -137,17 +138,16 @@ def step_kernels(model, data, rows: np.ndarray, repeat: int) -> dict[str, float]
 
 
 def whole_step_us(model, data, n: int, batch_size: int) -> float:
-    """µs per step of an epoch run as fit runs it (calls of STEPS_PER_CALL steps);
-    the median of three epochs."""
+    """µs per step of an epoch run as fit runs it (``training.train_epoch``, its calls
+    sized by ``training.Calls``); the median of three epochs."""
     runner = engine.CompiledRunner(model, engine.plan(model, training=True))
     steps = -(-n // batch_size)
+    calls, hooks = training.Calls(every_batch=False), CallbackList([], model)
     per_epoch = []
     for seed in range(3):
         order = np.random.default_rng(seed).permutation(n)
         start = time.perf_counter()
-        for first in range(0, steps, training.STEPS_PER_CALL):
-            last = min(first + training.STEPS_PER_CALL, steps)
-            runner.run(data, order, batch_size, first, last)
+        training.train_epoch(model, runner, data, order, batch_size, calls, hooks, seed, 0)
         per_epoch.append((time.perf_counter() - start) / steps)
     return float(np.median(per_epoch)) * 1e6
 
@@ -179,8 +179,7 @@ def main() -> None:
         for kernel, us in timings.items():
             print(f"| {kernel} | {us:.1f} |")
         print(f"| sum of the kernels | {sum(timings.values()):.1f} |")
-        print(f"| whole step, as fit runs it ({training.STEPS_PER_CALL} steps per call) "
-              f"| {step:.1f} |")
+        print(f"| whole step, as fit runs it | {step:.1f} |")
 
 
 if __name__ == "__main__":

@@ -150,8 +150,39 @@ def test_same_seed_gives_bit_identical_weights():
     assert any(not np.array_equal(a, b) for a, b in zip(first, other))
 
 
+def test_how_fit_splits_an_epoch_into_calls_does_not_change_the_result(monkeypatch):
+    """fit runs steps in calls of about SECONDS_PER_CALL (a step per call when a callback
+    wants every batch): one step per call, or ever longer calls, train the same."""
+    x, y = make_data(n=300)
+
+    took = tinynn.training.Calls.took
+
+    def trained(seconds):
+        monkeypatch.setattr(tinynn.training, "SECONDS_PER_CALL", seconds)
+        steps = []  # of every call
+
+        def recording(calls, n, elapsed):
+            steps.append(n)
+            took(calls, n, elapsed)
+
+        monkeypatch.setattr(tinynn.training.Calls, "took", recording)
+        tinynn.utils.set_random_seed(3)
+        model = make_model()
+        history = model.fit(x, y, batch_size=8, epochs=3, verbose=0)
+        return model.get_weights(), history.history, steps
+
+    one, every, steps_one = trained(0.0)
+    long, logs, steps_long = trained(1e9)
+    assert steps_one[0] == tinynn.training.FIRST_CALL and set(steps_one[1:]) == {1}
+    assert steps_long[:2] == [16, 22] and steps_long[2:] == [38, 38]  # 38 steps an epoch
+    for a, b in zip(one, long):
+        np.testing.assert_array_equal(a, b)
+    assert every == logs
+
+
 def test_training_reduces_the_loss():
     x, y = make_data(n=200)
+    tinynn.utils.set_random_seed(0)  # not whatever the tests before left
     model = make_model()
     history = model.fit(x, y, epochs=30, batch_size=8, verbose=0)
     assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]

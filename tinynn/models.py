@@ -264,15 +264,14 @@ class Sequential:
             hooks.append(ProgbarLogger(verbose, math.ceil(len(x) / batch_size), epochs))
         hooks = CallbackList(hooks, self)
         # Compiled steps run in calls of many, unless a callback wants every batch.
-        per_call = 1 if any(map(training.wants_batches, hooks.callbacks)) \
-            else training.STEPS_PER_CALL
+        calls = training.Calls(every_batch=any(map(training.wants_batches, hooks.callbacks)))
         self.stop_training, history.stopped_early = False, None
         hooks.call("on_train_begin")
         for epoch in range(epochs):
             hooks.call("on_epoch_begin", epoch)
             order = generator().permutation(len(x)) if shuffle else np.arange(len(x))
             logs, history.stopped_early = training.train_epoch(
-                self, runner, prepared, order, batch_size, per_call, hooks, epoch, verbose)
+                self, runner, prepared, order, batch_size, calls, hooks, epoch, verbose)
             if val is not None and not history.stopped_early:
                 val_logs = training.evaluate(self, *val, batch_size)
                 logs.update({f"val_{k}": v for k, v in val_logs.items()})

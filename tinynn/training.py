@@ -17,6 +17,7 @@ warning that reports it), and whether a callback wants to hear about every batch
 from __future__ import annotations
 
 import enum
+import time
 import warnings
 
 import numpy as np
@@ -25,9 +26,30 @@ from tinynn import engine
 from tinynn.backend import kernels
 from tinynn.callbacks import Callback, ProgbarLogger
 
-#: Compiled steps per call in fit, between the callbacks' batch hooks and the
-#: snapshots a broken step rolls back to.
-STEPS_PER_CALL = 64
+#: fit runs compiled steps in calls of about this many seconds. Between two calls come
+#: the progress bar, the snapshot that a broken step rolls back to, and a chance to stop
+#: (Ctrl-C); each call also costs ~1 ms of its own (Python, waking the partner thread),
+#: which calls of a fixed 64 steps made a fifth of the simple model's epoch.
+SECONDS_PER_CALL = 0.05
+#: Steps in an epoch's first call, before any call has been timed.
+FIRST_CALL = 16
+
+
+class Calls:
+    """How many steps ``fit`` runs per call: one when a callback wants every batch, else
+    about ``SECONDS_PER_CALL`` worth, learned from how long each call took (growing at
+    most fourfold a call, so that one quick call cannot make the next one very long).
+    The split does not change the result: the steps compute the same, call by call."""
+
+    def __init__(self, every_batch: bool):
+        self.every_batch = every_batch
+        self.size = 1 if every_batch else FIRST_CALL
+
+    def took(self, steps: int, seconds: float) -> None:
+        """A call of ``steps`` steps took ``seconds``: size the next one."""
+        if not self.every_batch:
+            rate = steps / max(seconds, 1e-6)
+            self.size = max(1, min(4 * self.size, int(rate * SECONDS_PER_CALL)))
 
 
 class Fault(enum.IntEnum):
@@ -70,24 +92,27 @@ def runner_for(model) -> StepRunner | engine.CompiledRunner:
     return engine.CompiledRunner(model, plan) if plan else StepRunner(model)
 
 
-def train_epoch(model, runner, data, order, batch_size: int, per_call: int, hooks,
+def train_epoch(model, runner, data, order, batch_size: int, calls: Calls, hooks,
                 epoch: int, verbose: int) -> tuple[dict, dict | None]:
-    """One epoch of ``fit``: the steps in calls of ``per_call``, the batch hooks after each.
+    """One epoch of ``fit``: the steps in calls sized by ``calls``, the batch hooks after each.
 
     Returns the epoch's running means and, if a step broke, where (see
     ``report_fault``); the model then holds the weights from before that step.
     """
     steps = -(-len(order) // batch_size)
     totals = RunningMeans(model.metrics)
-    for first in range(0, steps, per_call):
-        last = min(first + per_call, steps)
+    first = 0
+    while first < steps:
+        last = min(first + calls.size, steps)
         saved = snapshot(model)  # so that a step that breaks the weights can be undone
+        started = time.perf_counter()
         try:
             loss_sum, correct, seen, stop, fault = runner.run(data, order, batch_size, first,
                                                               last)
         except BaseException:  # (e.g. a thread that failed part-way through a step)
             restore(model, saved)
             raise
+        calls.took(last - first, time.perf_counter() - started)
         if fault:
             # Back to the start of this call, then the good steps again (they compute
             # the same thing twice, bit for bit): whatever the broken step changed
@@ -101,6 +126,7 @@ def train_epoch(model, runner, data, order, batch_size: int, per_call: int, hook
         hooks.call("on_train_batch_end", last - 1, totals.logs())
         if model.stop_training:
             break
+        first = last
     return totals.logs(), None
 
 
