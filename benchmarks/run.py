@@ -250,7 +250,9 @@ def start_up(args) -> dict:
     """tinynn-numba's compile cost: a run with an empty kernel cache, then one with it warm.
 
     Reported: how much longer fit takes to finish its first epoch than a later
-    epoch takes (set-up + first epoch − later epoch), and the process's import time.
+    epoch takes (set-up + first epoch − later epoch); with the cache warm, how much
+    longer a process's first predict of the 10k test rows takes than later ones (a
+    process that predicts before any fit); and the process's import time.
     """
     report = {}
     three = argparse.Namespace(**{**vars(args), "epochs": max(args.epochs or 3, 2),
@@ -261,13 +263,19 @@ def start_up(args) -> dict:
                         {"NUMBA_CACHE_DIR": cache})
             extra = r["fit_overhead_seconds"] + r["epochs"][0] - later_epochs(r["epochs"])
             report[name] = {"first_epoch_extra_s": extra, "wall_s": r["wall_seconds"]}
+        # The first predict of a process (10k rows, before any fit), with the cache warm.
+        r = run_one(sys.executable, "tinynn-numba", "hidden", 0, three, ["--first-predict"],
+                    {"NUMBA_CACHE_DIR": cache})
+        report["warm"]["first_predict_extra_s"] = (r["first_predict_seconds"]
+                                                  - r["later_predict_seconds"])
     probe = subprocess.run(
         [sys.executable, "-c", "import time; t = time.perf_counter(); import tinynn; "
          "print(time.perf_counter() - t)"], capture_output=True, text=True, cwd=HERE.parent)
     report["import_tinynn_s"] = float(probe.stdout.strip())
     print(f"tinynn-numba start-up: first epoch +{report['cold']['first_epoch_extra_s']:.2f} s "
           f"with an empty kernel cache (compiling), +{report['warm']['first_epoch_extra_s']:.2f} s "
-          f"with it warm; `import tinynn` {report['import_tinynn_s']:.3f} s")
+          f"with it warm (first predict +{report['warm']['first_predict_extra_s']:.3f} s); "
+          f"`import tinynn` {report['import_tinynn_s']:.3f} s")
     return report
 
 
@@ -357,7 +365,9 @@ def write_reports(record: dict, out: Path) -> None:
         text += (f"\n\ntinynn-numba start-up: fit's first epoch takes "
                  f"{startup['cold']['first_epoch_extra_s']:.2f} s longer than a later one with "
                  f"an empty kernel cache (the first-ever compile), "
-                 f"{startup['warm']['first_epoch_extra_s']:.2f} s longer with the cache warm; "
+                 f"{startup['warm']['first_epoch_extra_s']:.2f} s longer with the cache warm, "
+                 f"and the first predict of 10k rows "
+                 f"{startup['warm']['first_predict_extra_s']:.3f} s longer than a later one; "
                  f"`import tinynn` takes {startup['import_tinynn_s']:.3f} s.")
     (out / "latest.md").write_text(text + "\n")
     chart(rows, out / "latest.png", info)

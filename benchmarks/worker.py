@@ -176,6 +176,9 @@ def main() -> None:
                         help="cores to run on (default: all, each framework's default)")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--no-predict", action="store_true")
+    parser.add_argument("--first-predict", action="store_true",
+                        help="only time predict on the test set, before any fit: the first "
+                             "call and the median of three later ones (start-up cost)")
     args = parser.parse_args()
     for name in ("units", "epochs", "batch_size", "limit", "threads"):
         value = getattr(args, name)
@@ -193,6 +196,13 @@ def main() -> None:
     start = time.perf_counter()
     runner = make(args.framework, spec, args.seed, args.threads)
     import_seconds = time.perf_counter() - start
+    if args.first_predict:
+        start = time.perf_counter()
+        runner.predict(x_test, 32)
+        first = time.perf_counter() - start
+        later = median_seconds(lambda: runner.predict(x_test, 32), 3)
+        print(json.dumps({"first_predict_seconds": first, "later_predict_seconds": later}))
+        return
     start = time.perf_counter()
     epoch_times = runner.fit(x_train, y_train, epochs, batch_size)
     fit_seconds = time.perf_counter() - start

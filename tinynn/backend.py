@@ -2,8 +2,9 @@
 
 The ``TINYNN_BACKEND`` environment variable chooses the first backend; a value
 that names none is an error when tinynn is imported, naming the variable.
-Choosing costs nothing: the Numba kernels are imported (and compiled, or read
-from numba's on-disk cache) only when they are first used.
+Choosing costs nothing: the Numba kernels are compiled only when first used (and
+then kept in numba's on-disk cache). With the Numba backend chosen at import, a
+background thread imports them and reads the cached ones (``kernels.warmup``).
 
 >>> import tinynn
 >>> with tinynn.backend.using("numpy"):  # or tinynn.set_backend("numpy") from now on

@@ -9,8 +9,8 @@ they go step by step (``training.StepRunner``), which computes the same thing.
 
 The model becomes a table of ops (see ``kernels.fused``). The kernels work on
 *views* of the layers' parameters and of the optimizer's state, so both stay
-where they belong and are updated in place. Numba is imported only when this
-path first runs, so ``import tinynn`` compiles nothing.
+where they belong and are updated in place. Nothing compiles before this path
+first runs (``kernels.warmup`` only reads kernels compiled by an earlier run).
 """
 
 from __future__ import annotations
