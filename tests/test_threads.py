@@ -106,7 +106,7 @@ def test_a_partner_that_never_comes_is_given_up(monkeypatch):
     shared = sync.new(2)
     sync.abort(shared)
     result = fused.train_steps(
-        *data, np.arange(len(x)), 32, 0, 3, p.ops, p.Ws, p.bs, runner.param_index,
+        *data, np.arange(len(x)), 32, 0, 3, 0.0, p.ops, p.Ws, p.bs, runner.param_index,
         runner.rates, runner.seeds, np.zeros(0, np.int64), runner.on_logits,
         runner.categorical, runner.softmax_formula, runner.clip_epsilon, runner.update,
         runner.P, *runner.S, np.ones((3, 4)), work, np.empty(32), 0, 2,

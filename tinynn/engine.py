@@ -239,8 +239,10 @@ class CompiledRunner:
         targets = y if y.ndim == 2 else np.empty((1, 1), np.float32)
         return kernels()._sparse_rows(_rows_2d(x)), labels, targets
 
-    def run(self, data: tuple, order, batch_size: int, first: int, last: int) -> tuple:
-        """Steps first … last − 1; returns (loss sum, correct, seen, step stopped at, fault)."""
+    def run(self, data: tuple, order, batch_size: int, first: int, last: int,
+            loss_sum: float = 0.0) -> tuple:
+        """Steps first … last − 1; returns (loss_sum continued by their losses, correct, seen,
+        step stopped at, fault)."""
         x, labels, targets = data
         opt, p = self.model.optimizer, self.plan
         steps = np.arange(opt.iterations + 1, opt.iterations + 1 + last - first)
@@ -260,7 +262,7 @@ class CompiledRunner:
         def thread(t: int) -> tuple:
             try:
                 return kernel(
-                    x, labels, targets, order, batch_size, first, last,
+                    x, labels, targets, order, batch_size, first, last, float(loss_sum),
                     p.ops, p.Ws, p.bs, self.param_index, self.rates, self.seeds, counters,
                     self.on_logits, self.categorical, self.softmax_formula, self.clip_epsilon,
                     self.update, self.P, *self.S, arguments,

@@ -31,25 +31,31 @@ from tinynn.callbacks import Callback, ProgbarLogger
 #: (Ctrl-C); each call also costs ~1 ms of its own (Python, waking the partner thread),
 #: which calls of a fixed 64 steps made a fifth of the simple model's epoch.
 SECONDS_PER_CALL = 0.05
+#: ... and at least this many times as long as the snapshot before it (a copy of every
+#: weight and optimizer slot: ~40 ms for a model of 33 M weights).
+SNAPSHOTS_PER_CALL = 20
 #: Steps in an epoch's first call, before any call has been timed.
 FIRST_CALL = 16
 
 
 class Calls:
     """How many steps ``fit`` runs per call: one when a callback wants every batch, else
-    about ``SECONDS_PER_CALL`` worth, learned from how long each call took (growing at
-    most fourfold a call, so that one quick call cannot make the next one very long).
-    The split does not change the result: the steps compute the same, call by call."""
+    about ``SECONDS_PER_CALL`` worth (or ``SNAPSHOTS_PER_CALL`` snapshots' worth), learned
+    from how long the last call took, growing at most fourfold a call (so that one quick
+    call cannot make the next one very long). The split does not change the result: the
+    steps compute the same, and the runners continue the epoch's loss sum step by step."""
 
     def __init__(self, every_batch: bool):
         self.every_batch = every_batch
         self.size = 1 if every_batch else FIRST_CALL
 
-    def took(self, steps: int, seconds: float) -> None:
-        """A call of ``steps`` steps took ``seconds``: size the next one."""
+    def took(self, steps: int, seconds: float, snapshot_seconds: float = 0.0) -> None:
+        """A call of ``steps`` steps took ``seconds``, after a snapshot of
+        ``snapshot_seconds``: size the next one."""
         if not self.every_batch:
+            target = max(SECONDS_PER_CALL, SNAPSHOTS_PER_CALL * snapshot_seconds)
             rate = steps / max(seconds, 1e-6)
-            self.size = max(1, min(4 * self.size, int(rate * SECONDS_PER_CALL)))
+            self.size = max(1, min(4 * self.size, int(rate * target)))
 
 
 class Fault(enum.IntEnum):
@@ -69,10 +75,13 @@ class StepRunner:
     def prepare(self, x: np.ndarray, y: np.ndarray) -> tuple:
         return x, y
 
-    def run(self, data: tuple, order, batch_size: int, first: int, last: int) -> tuple:
-        """Steps first … last − 1; returns (loss sum, correct, seen, step stopped at, fault)."""
+    def run(self, data: tuple, order, batch_size: int, first: int, last: int,
+            loss_sum: float = 0.0) -> tuple:
+        """Steps first … last − 1; returns (loss_sum continued by their losses, correct, seen,
+        step stopped at, fault)."""
         x, y = data
         totals = RunningMeans([])
+        totals.loss_sum = loss_sum
         for step in range(first, last):
             idx = order[step * batch_size : (step + 1) * batch_size]
             loss, y_pred, fault = self.model.train_step(x[idx], y[idx])
@@ -104,23 +113,25 @@ def train_epoch(model, runner, data, order, batch_size: int, calls: Calls, hooks
     first = 0
     while first < steps:
         last = min(first + calls.size, steps)
-        saved = snapshot(model)  # so that a step that breaks the weights can be undone
         started = time.perf_counter()
+        saved = snapshot(model)  # so that a step that breaks the weights can be undone
+        copied = time.perf_counter()
         try:
             loss_sum, correct, seen, stop, fault = runner.run(data, order, batch_size, first,
-                                                              last)
+                                                              last, totals.loss_sum)
         except BaseException:  # (e.g. a thread that failed part-way through a step)
             restore(model, saved)
             raise
-        calls.took(last - first, time.perf_counter() - started)
+        calls.took(last - first, time.perf_counter() - copied, copied - started)
         if fault:
             # Back to the start of this call, then the good steps again (they compute
             # the same thing twice, bit for bit): whatever the broken step changed
             # (weights, or only Dropout's counters) is undone on either runner.
             restore(model, saved)
             if stop > first:
-                loss_sum, correct, seen, _, _ = runner.run(data, order, batch_size, first, stop)
-        totals.add(loss_sum, correct, seen)
+                loss_sum, correct, seen, _, _ = runner.run(data, order, batch_size, first, stop,
+                                                           totals.loss_sum)
+        totals.resume(loss_sum, correct, seen)
         if fault:
             return totals.logs(), report_fault(epoch, stop, Fault(fault), verbose)
         hooks.call("on_train_batch_end", last - 1, totals.logs())
@@ -221,6 +232,14 @@ class RunningMeans:
         self.loss_sum += loss_sum
         self.correct += correct
         return self.logs()
+
+    def resume(self, loss_sum: float, correct: int, n: int) -> None:
+        """Count n more samples and how many were right; the loss sum is now ``loss_sum``
+        (a runner continued it step by step, so the sum is the same however the steps
+        were split into calls)."""
+        self.seen += n
+        self.loss_sum = loss_sum
+        self.correct += correct
 
     def logs(self) -> dict[str, float]:
         """The means so far ({} before any sample)."""

@@ -181,7 +181,7 @@ def _loss(z, labels, targets, rows, batch, categorical, softmax_formula, clip_ep
 
 
 @njit
-def train_steps(x, labels, targets, order, batch_size, first_step, last_step,
+def train_steps(x, labels, targets, order, batch_size, first_step, last_step, loss_sum,
                 ops, Ws, bs, param_index, rates, seeds, counters,
                 on_logits, categorical, softmax_formula, clip_epsilon,
                 update, P, S0, S1, S2, arguments,
@@ -196,6 +196,9 @@ def train_steps(x, labels, targets, order, batch_size, first_step, last_step,
         order: this epoch's permutation of range(N).
         batch_size: samples per step; the last step takes what remains.
         first_step, last_step: which steps to run.
+        loss_sum: the epoch's sum of per-sample losses before first_step (float64), which
+            the steps continue, so that the sum does not depend on how an epoch is split
+            into calls (adding per-call sums would round differently).
         ops, Ws, bs, param_index, rates, seeds: the model (see module docstring).
         counters: each dropout's mask counter at first_step.
         on_logits: the loss reads the input of the last op (an activation): Keras's logits rule.
@@ -223,10 +226,10 @@ def train_steps(x, labels, targets, order, batch_size, first_step, last_step,
     next meeting, until every thread has read the old weights.
 
     Returns:
-        (sum of per-sample losses, number classified right, samples seen, the step
-        it stopped at, how it ended): FINISHED after last_step − 1, or the step
-        whose loss or update was not finite, or ABORTED (a partner thread failed to
-        start). After a bad update the weights are partly updated: the caller
+        (loss_sum plus the per-sample losses of these steps, number classified right,
+        samples seen, the step it stopped at, how it ended): FINISHED after last_step − 1,
+        or the step whose loss or update was not finite, or ABORTED (a partner thread
+        failed to start). After a bad update the weights are partly updated: the caller
         restores them. The sums count only the steps before the stop; the number
         classified right is counted by thread 0.
     """
@@ -239,7 +242,7 @@ def train_steps(x, labels, targets, order, batch_size, first_step, last_step,
     top = n_ops - 2 if on_logits else n_ops - 1
     no_bias = dbs[0][:0]
     step_counters = counters.copy()
-    loss_sum, correct, seen, touched, meeting = 0.0, 0, 0, 0.0, 0
+    correct, seen, touched, meeting = 0, 0, 0.0, 0
     N = len(order)
     identity = np.arange(batch_size)
     for step in range(first_step, last_step):
