@@ -495,7 +495,4 @@ def test_no_writable_numba_cache_runs_uncached_with_one_warning(tmp_path):
                        XDG_CACHE_HOME=str(tmp_path / "home" / "cache"),
                        PYTHONDONTWRITEBYTECODE="1")
     assert child.returncode == 0, child.stderr
-    caught, result = child.stdout.split(maxsplit=1)
-    assert result == "[[3.0, 3.0], [3.0, 3.0]]\n"
-    # Once: caught here, or printed by the warm-up thread if it imported the kernels first.
-    assert int(caught) + child.stderr.count("neither the package folder") == 1
+    assert child.stdout.split(maxsplit=1) == ["1", "[[3.0, 3.0], [3.0, 3.0]]\n"]

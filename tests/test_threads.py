@@ -229,3 +229,36 @@ def test_a_partner_that_cannot_be_started_stops_the_others(monkeypatch):
     assert not wait(started, timeout=30).not_done
     for a, b in zip(before, model.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_first_use_of_the_compiled_kernels_from_several_threads_at_once():
+    """Threads that first use the Numba backend together wait for the one importing the
+    kernel module (which takes a while: it imports Numba) rather than get it half-made."""
+    import subprocess
+    import sys
+
+    script = (
+        "import threading, numpy as np, tinynn\n"
+        "tinynn.set_backend('numba')\n"
+        "x = np.linspace(-1, 1, 60, dtype=np.float32).reshape(10, 6)\n"
+        "models = []\n"
+        "for seed in range(4):\n"
+        "    tinynn.utils.set_random_seed(seed)\n"
+        "    models.append(tinynn.Sequential([L.Dense(3, input_shape=(6,))]))\n"
+        "errors = []\n"
+        "def work(i):\n"
+        "    try:\n"
+        "        tinynn.backend.kernels().CODES  # the module, whole\n"
+        "        models[i](x)\n"
+        "    except Exception as e:\n"
+        "        errors.append(repr(e))\n"
+        "threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]\n"
+        "[t.start() for t in threads]\n"
+        "[t.join() for t in threads]\n"
+        "print(errors)\n"
+    ).replace("L.Dense", "tinynn.layers.Dense")
+    env = {**os.environ, "TINYNN_BACKEND": "numpy"}  # so that import tinynn imports no Numba
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                           env=env, timeout=300)
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.strip() == "[]"

@@ -33,11 +33,6 @@ from tinynn.models import Sequential
 
 __version__ = "0.1.0"
 
-if get_backend() == "numba":  # read the compiled kernels from disk while the data loads
-    from tinynn.kernels import warmup
-
-    warmup.start()
-
 __all__ = [
     "Input",
     "Sequential",

@@ -2,9 +2,8 @@
 
 The ``TINYNN_BACKEND`` environment variable chooses the first backend; a value
 that names none is an error when tinynn is imported, naming the variable.
-Choosing costs nothing: the Numba kernels are compiled only when first used (and
-then kept in numba's on-disk cache). With the Numba backend chosen at import, a
-background thread imports them and reads the cached ones (``kernels.warmup``).
+Choosing costs nothing: the Numba kernels are imported (and compiled, or read
+from numba's on-disk cache) only when they are first used.
 
 >>> import tinynn
 >>> with tinynn.backend.using("numpy"):  # or tinynn.set_backend("numpy") from now on
@@ -20,8 +19,6 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
-
-from tinynn.kernels import warmup
 
 BACKENDS = {"numpy": "tinynn.kernels.reference", "numba": "tinynn.kernels.compiled"}
 ENV_VAR = "TINYNN_BACKEND"
@@ -78,9 +75,9 @@ def import_kernels(module: str) -> ModuleType:
     """Import a kernel module (where numba caches compiled code: ``tinynn.kernels.cache``).
 
     Called for every kernel a layer runs: once imported, the module is looked up directly
-    (unless the warm-up thread may still be importing it: ``import_module`` waits for that).
+    (unless another thread is still executing it: ``import_module`` waits for that).
     """
     found = sys.modules.get(module)
-    if found is None or warmup.importing:
+    if found is None or getattr(getattr(found, "__spec__", None), "_initializing", False):
         return importlib.import_module(module)
     return found

@@ -9,8 +9,8 @@ they go step by step (``training.StepRunner``), which computes the same thing.
 
 The model becomes a table of ops (see ``kernels.fused``). The kernels work on
 *views* of the layers' parameters and of the optimizer's state, so both stay
-where they belong and are updated in place. Nothing compiles before this path
-first runs (``kernels.warmup`` only reads kernels compiled by an earlier run).
+where they belong and are updated in place. Numba is imported only when this
+path first runs, so ``import tinynn`` compiles nothing.
 """
 
 from __future__ import annotations
@@ -37,9 +37,7 @@ AFFINE, ACTIVATE, DROPOUT = 0, 1, 2  # as kernels.fused
 
 def _fused():
     from tinynn.backend import import_kernels
-    from tinynn.kernels import warmup
 
-    warmup.step_aside()  # this thread reads what it needs now
     return import_kernels("tinynn.kernels.fused")
 
 
