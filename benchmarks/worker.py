@@ -104,15 +104,18 @@ class Tinynn(KerasStyle):
         self.model = tinynn.Sequential(keras_layers(tinynn, spec, UserDense))
         self.model.compile(**keras_compile_arguments(tinynn, spec))
         self.callback_base = tinynn.callbacks.Callback
-        # Compiled training: one thread per core of the affinity (engine.training_threads;
-        # one where BLAS does the products, which then uses the cores itself); the NumPy
-        # backend trains on one thread (its BLAS on every core).
+        self.backend = backend
+
+    @property
+    def threads(self) -> int:
+        """Compiled training: one thread per core of the affinity (engine.training_threads;
+        one where BLAS does the products, which then uses the cores itself); the NumPy
+        backend trains on one thread (its BLAS on every core). Asked after fit: asking
+        imports Numba, which fit's start-up cost must include."""
         from tinynn import engine
 
-        self.threads = 1
-        if backend == "numba":  # (the model starts with an Input: built)
-            fused_plan = engine.plan(self.model, training=True)
-            self.threads = engine.training_threads(fused_plan) if fused_plan else 1
+        fused_plan = engine.plan(self.model, training=True) if self.backend == "numba" else None
+        return engine.training_threads(fused_plan) if fused_plan else 1
 
 
 class Keras(KerasStyle):
