@@ -29,10 +29,11 @@ from tinynn.callbacks import Callback, ProgbarLogger
 #: fit runs compiled steps in calls of about this many seconds. Between two calls come
 #: the progress bar, the snapshot that a broken step rolls back to, and a chance to stop
 #: (Ctrl-C); each call also costs ~1 ms of its own (Python, waking the partner thread),
-#: which calls of a fixed 64 steps made a fifth of the simple model's epoch.
+#: which calls of a fixed 64 steps made ~10 % of the simple model's epoch
+#: (``benchmarks/calls.py``).
 SECONDS_PER_CALL = 0.05
 #: ... and at least this many times as long as the snapshot before it (a copy of every
-#: weight and optimizer slot: ~40 ms for a model of 33 M weights).
+#: weight and optimizer slot: ~0.4 s for Adam on 20 M weights here).
 SNAPSHOTS_PER_CALL = 20
 #: Steps in an epoch's first call, before any call has been timed.
 FIRST_CALL = 16
