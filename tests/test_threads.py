@@ -262,3 +262,30 @@ def test_first_use_of_the_compiled_kernels_from_several_threads_at_once():
                            env=env, timeout=300)
     assert child.returncode == 0, child.stderr
     assert child.stdout.strip() == "[]"
+
+
+def test_the_threaded_kernels_run_as_python_under_numba_disable_jit():
+    """NUMBA_DISABLE_JIT=1 (debugging, coverage) runs the compiled modules as Python; the
+    barrier's atomics then are Python too, and two threads train as the compiled code does."""
+    import subprocess
+    import sys
+
+    script = (
+        "import numpy as np, tinynn\n"
+        "rng = np.random.default_rng(0)\n"
+        "x = rng.random((200, 20)).astype(np.float32); y = rng.integers(0, 3, 200)\n"
+        "tinynn.utils.set_random_seed(0)\n"
+        "m = tinynn.Sequential([tinynn.layers.Dense(8, activation='relu', input_shape=(20,)),\n"
+        "                       tinynn.layers.Dropout(0.2), tinynn.layers.Dense(3)])\n"
+        "m.compile('adam', 'sparse_categorical_crossentropy')\n"
+        "print(*m.fit(x, y, epochs=2, batch_size=16, verbose=0).history['loss'])\n"
+    )
+    losses = []
+    for jit in ("0", "1"):
+        env = {**os.environ, "NUMBA_DISABLE_JIT": jit, "TINYNN_THREADS": "2",
+               "TINYNN_BACKEND": "numba"}
+        child = subprocess.run([sys.executable, "-W", "ignore", "-c", script],
+                               capture_output=True, text=True, env=env, timeout=300)
+        assert child.returncode == 0, child.stderr
+        losses.append([float(v) for v in child.stdout.split()])
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)

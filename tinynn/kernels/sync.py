@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import os
 import platform
+import time
 
 import numpy as np
 from llvmlite import ir
-from numba import types
+from numba import config, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -93,6 +94,19 @@ def _yield(typingctx):
         return context.get_dummy_value()
 
     return types.void(), codegen
+
+
+if config.DISABLE_JIT:  # NUMBA_DISABLE_JIT=1 runs the kernels as Python: these too
+    def _load(array, index):
+        return array[index]
+
+    def _store(array, index, value):
+        array[index] = value
+
+    def _pause():
+        time.sleep(0)  # (lets the partner thread have Python's lock)
+
+    _yield = _pause
 
 
 #: Spins before a waiting thread starts giving its core away: a partner that is running
