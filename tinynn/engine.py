@@ -305,7 +305,7 @@ def forward_all(fused_plan: Plan, x: np.ndarray) -> tuple[np.ndarray, np.ndarray
     x = _rows_2d(x)
     n, c = len(x), int(p.ops[-1, 2])
     out_z, out_a = np.empty((n, c), np.float32), np.empty((n, c), np.float32)
-    workers = min(os.cpu_count() or 1, max(1, n // MIN_ROWS_PER_THREAD))
+    workers = min(_cores(), max(1, n // MIN_ROWS_PER_THREAD))
     bounds = np.linspace(0, n, workers + 1).astype(int)
 
     def work(i: int) -> bool:
@@ -325,7 +325,7 @@ def _training_pool() -> ThreadPoolExecutor:
 
 def _pool() -> ThreadPoolExecutor:
     """The threads that share predict's rows."""
-    return _pools(os.getpid(), "tinynn", os.cpu_count() or 1)
+    return _pools(os.getpid(), "tinynn", _cores())
 
 
 @functools.cache
