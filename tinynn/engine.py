@@ -32,7 +32,6 @@ MIN_ROWS_PER_THREAD = 2048
 #: any number computes the same weights).
 MAX_TRAINING_THREADS = 2
 THREADS_VAR = "TINYNN_THREADS"
-AFFINE, ACTIVATE, DROPOUT = 0, 1, 2  # as kernels.fused
 
 
 def _fused():
@@ -93,18 +92,18 @@ class Plan:
                            and last.activation in activations.KEEPS_LOGITS)
 
     def _add(self, layer, width: int, training: bool) -> None:
-        codes = kernels().CODES
+        codes, fused = kernels().CODES, _fused()
         if isinstance(layer, layers.Dense):
             _check_shape(layer, "kernel", (width, layer.units))
             if layer.use_bias:
                 _check_shape(layer, "bias", (layer.units,))
-            self.rows.append((AFFINE, len(self.dense), layer.units))
+            self.rows.append((fused.AFFINE, len(self.dense), layer.units))
             self.dense.append(layer)
             width = layer.units
         if isinstance(layer, (layers.Dense, layers.Activation)) and layer.activation != "linear":
-            self.rows.append((ACTIVATE, codes[layer.activation], width))
+            self.rows.append((fused.ACTIVATE, codes[layer.activation], width))
         if isinstance(layer, layers.Dropout) and training and layer.rate > 0:
-            self.rows.append((DROPOUT, len(self.dropouts), width))
+            self.rows.append((fused.DROPOUT, len(self.dropouts), width))
             self.dropouts.append(layer)
 
 
@@ -215,7 +214,7 @@ class CompiledRunner:
             splits = np.zeros((len(p.Ws), t + 1), np.int64)
             for a, W in enumerate(p.Ws):
                 cost = np.ones(len(W))
-                if p.ops[0, 0] == AFFINE and p.ops[0, 1] == a:
+                if p.ops[0, 0] == _fused().AFFINE and p.ops[0, 1] == a:
                     cost += _column_counts(indices[: indptr[-1]], len(W)) * batch_size \
                         / max(len(indptr) - 1, 1)
                 total = np.concatenate([[0], np.cumsum(cost)])
