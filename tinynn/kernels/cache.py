@@ -9,6 +9,12 @@ folder: any edit there recompiles everything, and nothing has to be kept by hand
 When neither the package folder nor the user's cache folder can be written
 (a read-only install with a read-only home), the kernels are cached in a
 temporary folder instead, with one warning, rather than failing.
+
+Reading is numba's too, less one step (``KernelCache``): before it reads a
+compiled function, numba loads every typing and lowering module it has (and
+SciPy's linalg, to find BLAS), ~0.45 s of a fresh process's first fit or
+predict here. That is needed to compile, and numba's compiler does it first
+whenever something must compile; code compiled already runs without it.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import warnings
 from pathlib import Path
 
 from numba.core import caching
+from numba.core.runtime import rtsys
 
 KERNELS = Path(__file__).resolve().parent
 
@@ -42,9 +49,15 @@ class _AllSources:
 
     @classmethod
     def from_function(cls, py_func, py_file):
-        if Path(py_file).resolve().parent != KERNELS:
+        if not _in_kernels(py_file):
             return None
         return super().from_function(py_func, py_file)
+
+
+@functools.cache
+def _in_kernels(py_file: str) -> bool:
+    """Whether a source file is one of this folder's (asked per kernel and locator)."""
+    return Path(py_file).resolve().parent == KERNELS
 
 
 class _UserProvided(_AllSources, caching.UserProvidedCacheLocator):
@@ -79,6 +92,30 @@ def _warn_once(path: str) -> None:
     warnings.warn(f"tinynn: neither the package folder nor the user's cache folder is "
                   f"writable; compiled kernels are cached in {path}", RuntimeWarning,
                   stacklevel=2)
+
+
+class KernelCache(caching.FunctionCache):
+    """numba's cache of one kernel's compiled code, read without loading numba's
+    compiler modules first (see the module docstring)."""
+
+    def load_overload(self, sig, target_context):
+        rtsys.initialize(target_context)  # the allocator that compiled code calls
+        with self._guard_against_spurious_io_errors():
+            return self._load_overload(sig, target_context)
+
+
+def on_disk(kernel):
+    """``kernel`` (a numba dispatcher) with its compiled code cached on disk, as
+    ``cache=True`` does, read through ``KernelCache`` (through numba's own cache if
+    numba's internals are not the ones this was written for). With
+    ``NUMBA_DISABLE_JIT=1`` the kernel is the plain Python function: returned as it is."""
+    if not hasattr(kernel, "enable_caching"):
+        return kernel
+    if hasattr(caching.FunctionCache, "_load_overload"):
+        kernel._cache = KernelCache(kernel.py_func)
+    else:
+        kernel.enable_caching()
+    return kernel
 
 
 def install() -> None:

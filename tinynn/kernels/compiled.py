@@ -8,7 +8,8 @@ to run whole training steps without returning to Python.
 
 Choices that matter for speed:
 
-* Matrix products are hand-written loops, so no BLAS (and no SciPy) is needed.
+* Matrix products are hand-written loops, except with kernels of at least
+  ``BLAS_MIN_WEIGHTS`` weights, which go through BLAS (SciPy's).
   Loops over an input skip the zero entries: MNIST images are ~80 % zeros, so
   x · W and xᵀ · dz do a fifth of the work. Adding 0 · w is exact, so the result
   is the one the dense product gives, with one difference: a non-finite weight
@@ -17,9 +18,9 @@ Choices that matter for speed:
   vectorise.
 * ``fastmath`` lets LLVM fuse multiply-adds and reorder sums, but leaves out the
   "no NaN / no inf" flags, so NaN checks still work (see ``FASTMATH``).
-* ``cache=True``: compiled code is kept on disk (``kernels/cache.py`` says
-  where, and stamps it with every kernel file); nothing is compiled at import,
-  only on first call.
+* Compiled code is kept on disk, as ``cache=True`` keeps it (``kernels/cache.py``
+  says where, stamps it with every kernel file, and reads it back quickly);
+  nothing is compiled at import, only on first call.
 """
 
 from __future__ import annotations
@@ -39,9 +40,14 @@ cache.install()  # before any @njit: see cache.py for why
 #: Even so, "reassoc" lets LLVM fold np.isfinite to True: use ``_finite``.
 FASTMATH = {"nsz", "contract", "reassoc"}
 #: One set of options for every kernel.
-JIT = {"cache": True, "error_model": "numpy", "fastmath": FASTMATH, "nogil": True}
+JIT = {"error_model": "numpy", "fastmath": FASTMATH, "nogil": True}
 
-njit = numba.njit(**JIT)
+
+def njit(function):
+    """``numba.njit(**JIT)``, its compiled code kept on disk (``cache=True``, read as
+    ``cache.py`` says)."""
+    return cache.on_disk(numba.njit(**JIT)(function))
+
 
 #: Adam's moments below this are set to 0. Moments of weights that rarely see a
 #: gradient (MNIST's border pixels) decay towards subnormal numbers, which the

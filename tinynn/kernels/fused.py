@@ -134,9 +134,11 @@ def blas_in_training(ops, Ws):
     with hand loops on two threads ~2 s). A model with any BLAS op trains on one thread
     (``engine.training_threads``), BLAS using the cores itself."""
     blas = np.zeros(len(Ws), np.bool_)
+    count = 0  # (counted, not blas.sum(): see _batch_mean)
     for a in range(len(Ws)):
         blas[a] = uses_blas(Ws[a])
-    if ops[0, 0] == AFFINE and blas.sum() == 1 and blas[ops[0, 1]]:
+        count += blas[a]
+    if ops[0, 0] == AFFINE and count == 1 and blas[ops[0, 1]]:
         blas[ops[0, 1]] = False
     return blas
 
@@ -178,6 +180,18 @@ def _loss(z, labels, targets, rows, batch, categorical, softmax_formula, clip_ep
     if softmax_formula:
         return _softmax_cross_entropy(z, labels, rows, batch, grad)
     return _probability_cross_entropy(z, labels, rows, batch, clip_epsilon, grad)
+
+
+@njit
+def _batch_mean(sample_losses, n):
+    """The mean of the first n per-sample losses, in float32 as Keras reports it: each
+    loss rounded to float32, summed, divided by n. A loop rather than ``.mean()``: numba
+    keeps its array methods in a module whose loading imports SciPy's linalg, ~0.3 s of a
+    process's first fit even with every kernel compiled already."""
+    total = np.float32(0)
+    for r in range(n):
+        total += np.float32(sample_losses[r])
+    return np.float32(total / n)
 
 
 @njit
@@ -266,7 +280,7 @@ def train_steps(x, labels, targets, order, batch_size, first_step, last_step, lo
         meeting += 1
         if not barrier(sync, thread, threads, meeting):
             return loss_sum + 0 * touched, correct, seen, step, ABORTED
-        batch_loss = sample_losses[:n].astype(np.float32).mean()
+        batch_loss = _batch_mean(sample_losses, n)
         if not _finite(batch_loss):
             return loss_sum + 0 * touched, correct, seen, step, LOSS_NOT_FINITE
         batch_correct = _correct(outs[n_ops - 1][:n], labels, rows) if thread == 0 else 0
