@@ -111,7 +111,9 @@ def on_disk(kernel):
     ``NUMBA_DISABLE_JIT=1`` the kernel is the plain Python function: returned as it is."""
     if not hasattr(kernel, "enable_caching"):
         return kernel
-    if hasattr(caching.FunctionCache, "_load_overload"):
+    if all(hasattr(caching.FunctionCache, name)
+           for name in ("_load_overload", "_guard_against_spurious_io_errors")) \
+            and hasattr(rtsys, "initialize"):
         kernel._cache = KernelCache(kernel.py_func)
     else:
         kernel.enable_caching()
