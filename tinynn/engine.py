@@ -209,12 +209,12 @@ class CompiledRunner:
         affine op's kernel rows (``splits``, see ``fused.train_steps``): evenly, except the
         first layer's, where a row's work grows with how often its input is non-zero."""
         if batch_size not in self._buffers:
-            p, t = self.plan, self.threads
+            p, t, fused = self.plan, self.threads, _fused()
             indptr, indices, _ = x
             splits = np.zeros((len(p.Ws), t + 1), np.int64)
             for a, W in enumerate(p.Ws):
                 cost = np.ones(len(W))
-                if p.ops[0, 0] == _fused().AFFINE and p.ops[0, 1] == a:
+                if p.ops[0, 0] == fused.AFFINE and p.ops[0, 1] == a:
                     cost += _column_counts(indices[: indptr[-1]], len(W)) * batch_size \
                         / max(len(indptr) - 1, 1)
                 total = np.concatenate([[0], np.cumsum(cost)])
@@ -225,7 +225,7 @@ class CompiledRunner:
                 ends = np.searchsorted(total, np.linspace(0, total[-1], t + 1))
                 splits[a] = np.clip(np.round(ends / rows) * rows, 0, len(W))
                 splits[a, 0], splits[a, -1] = 0, len(W)
-            work = _fused().workspace(p.ops, p.Ws, p.bs, batch_size)
+            work = fused.workspace(p.ops, p.Ws, p.bs, batch_size)
             self._buffers = {batch_size: (work, np.empty(batch_size), splits)}
         return self._buffers[batch_size]
 
