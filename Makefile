@@ -46,7 +46,7 @@ docs: $(VENV)/.installed-test $(VENV)/.installed-docs
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 # Each chapter as a Jupyter notebook in build/notebooks/tutorial/ (git-ignored).
-notebooks: $(VENV)/.installed-docs
+notebooks: $(VENV)/.installed-notebooks
 	mkdir -p build/notebooks/tutorial build/notebooks/figures
 	for f in docs/tutorial/[0-9]*.md; do \
 	  $(VENV)/bin/jupytext --quiet --to ipynb --output build/notebooks/tutorial/$$(basename $$f .md).ipynb $$f || exit 1; \

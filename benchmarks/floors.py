@@ -6,7 +6,7 @@ Each figure is timed in a fresh process (the median of ``--runs``): importing Nu
 Numba and SciPy's linalg, and the first call of a one-line ``@njit`` function whose
 compiled code is on disk, read as numba reads its cache (it first loads every typing
 and lowering module it has, SciPy's linalg among them, to find BLAS) and as tinynn
-reads its kernels (``kernels/cache.py: KernelCache``, which skips that), and with
+reads its kernels (``compiled/cache.py: KernelCache``, which skips that), and with
 nothing on disk (compiling it). A process's first fit or predict on the compiled path
 pays at least ``import numba`` plus such a first call, whatever tinynn's kernels are.
 """
@@ -22,7 +22,7 @@ import textwrap
 from pathlib import Path
 
 KERNEL = """import numba
-from tinynn.kernels.cache import on_disk
+from tinynn.compiled.cache import on_disk
 
 
 def add_one(x):

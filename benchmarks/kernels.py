@@ -5,7 +5,7 @@
 
 For each model (``specs.MODELS``, on the numba backend): trains one epoch (so
 the weights and the optimizer's state are realistic), then walks the model's op
-table (``tinynn.engine.plan``) as ``kernels.fused.train_steps`` does, timing
+table (``tinynn.compiled.engine.plan``) as ``kernels.fused.train_steps`` does, timing
 every loop kernel of ``kernels.compiled`` that one step calls, on one batch of
 real MNIST rows, as the median of many calls (each includes ~0.3 µs of calling
 from Python). Then the whole step: ``engine.CompiledRunner.run`` over the
@@ -27,9 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import specs  # noqa: E402
 
 import tinynn  # noqa: E402
-from tinynn import engine, training  # noqa: E402
+from tinynn import training  # noqa: E402
 from tinynn.callbacks import CallbackList  # noqa: E402
-from tinynn.kernels import compiled, fused  # noqa: E402
+from tinynn.compiled import engine, fused  # noqa: E402
+from tinynn.compiled import kernels as compiled  # noqa: E402
 
 MODELS = specs.MODELS
 

@@ -112,7 +112,7 @@ class Tinynn(KerasStyle):
         one where BLAS does the products, which then uses the cores itself); the NumPy
         backend trains on one thread (its BLAS on every core). Asked after fit: asking
         imports Numba, which fit's start-up cost must include."""
-        from tinynn import engine
+        from tinynn.compiled import engine
 
         fused_plan = engine.plan(self.model, training=True) if self.backend == "numba" else None
         return engine.training_threads(fused_plan) if fused_plan else 1

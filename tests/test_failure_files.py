@@ -26,7 +26,8 @@ import numpy as np
 import pytest
 
 import tinynn
-from tinynn import layers, saving
+from tinynn import layers
+from tinynn.saving import model_files
 from tinynn.saving import ModelFileError
 
 X = np.random.default_rng(0).normal(size=(12, 4))
@@ -190,7 +191,7 @@ def test_memory_bombs_are_refused_before_allocating(saved, tmp_path):
 
 
 def test_the_layer_cap_applies_to_saving_too(monkeypatch, tmp_path):
-    monkeypatch.setattr(saving, "MAX_LAYERS", 1)
+    monkeypatch.setattr(model_files, "MAX_LAYERS", 1)
     with pytest.raises(ValueError, match="at most MAX_LAYERS=1 layers, the model has 2"):
         make_model().save(tmp_path / "m.tinynn")
     assert not list(tmp_path.iterdir())
@@ -475,7 +476,7 @@ def test_no_writable_numba_cache_runs_uncached_with_one_warning(tmp_path):
     package = Path(tinynn.__file__).parent
     shutil.copytree(package, tmp_path / "tinynn",
                     ignore=shutil.ignore_patterns("__pycache__"))
-    (tmp_path / "tinynn" / "kernels" / "__pycache__").write_bytes(b"")
+    (tmp_path / "tinynn" / "compiled" / "__pycache__").write_bytes(b"")
     (tmp_path / "home").write_bytes(b"")  # a file, so nothing can be made below it
     code = (
         "import warnings, numpy as np, tinynn\n"

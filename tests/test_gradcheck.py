@@ -9,7 +9,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import tinynn
-import tinynn.kernels.reference
+import tinynn.reference
 from tinynn.activations import NAMES
 from tinynn.gradcheck import (
     DEFAULT_THRESHOLD,
@@ -38,7 +38,7 @@ def distance_to_kinks(model, x, clipped: bool) -> float:
     the clip of the probability formula at ε and 1 − ε (near ε the loss also
     curves as 1/p², beyond what any finite step resolves).
     """
-    ref = tinynn.kernels.reference
+    ref = tinynn.reference
     distances = [np.inf]
     for layer in model.layers:
         z, x = ref.dense_forward(x, *layer.params.values(), layer.activation)
@@ -92,7 +92,7 @@ def test_backprop_matches_finite_differences(widths, data, batch, mode, seed, ba
 
 def plant_tanh_bug(monkeypatch):
     """A classic student bug: tanh's derivative written as 1 - a instead of 1 - a²."""
-    reference = tinynn.kernels.reference
+    reference = tinynn.reference
     original = reference.ACTIVATIONS["tanh"]
     monkeypatch.setitem(reference.ACTIVATIONS, "tanh", (original[0], lambda da, a: da * (1 - a)))
 
@@ -243,7 +243,7 @@ def test_hidden_model_on_mnist_checks_and_catches_a_planted_bug(mnist_data, monk
     assert report.ok, report
     assert list(report.checked.values()) == [(64, 78400), (64, 100), (64, 1000), (10, 10)]
     # relu's derivative taken as 1 everywhere: the first layer's gradients go wrong.
-    reference = tinynn.kernels.reference
+    reference = tinynn.reference
     monkeypatch.setitem(reference.ACTIVATIONS, "relu",
                         (reference.relu, lambda da, a: da))
     with tinynn.backend.using("numpy"):

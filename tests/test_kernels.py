@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tinynn
-from tinynn.kernels import compiled, reference
+from tinynn import reference
+from tinynn.compiled import kernels as compiled
 
 DTYPES = [np.float32, np.float64]
 TOL = {np.float32: 1e-5, np.float64: 1e-10}
@@ -293,7 +294,7 @@ def test_fused_training_matches_the_reference_path(spec):
 
 
 def test_predict_splits_rows_between_threads_without_changing_them(monkeypatch):
-    from tinynn import engine
+    from tinynn.compiled import engine
 
     rng = np.random.default_rng(0)
     x = sparse_normal(rng, (3000, 20), np.float32, 0.5)
@@ -308,26 +309,28 @@ def test_predict_splits_rows_between_threads_without_changing_them(monkeypatch):
 
 
 def test_kernel_cache_is_stamped_by_every_kernel_file(tmp_path, monkeypatch):
-    """A change to compiled.py alone invalidates the cached fused steps too."""
+    """A change to kernels.py alone invalidates the cached fused steps too, and a change in
+    the textbook room (reference.py) invalidates nothing."""
     import shutil
 
     from numba.core import caching
 
-    from tinynn.kernels import cache, fused
+    from tinynn.compiled import cache, fused
 
     assert caching.CacheImpl._locator_classes[:2] == [cache._UserProvided, cache._InTree]
     locator = fused.train_steps._cache._impl.locator
     assert isinstance(locator, cache._AllSources)
     assert locator.get_source_stamp() == cache.sources_stamp()
-    copy = tmp_path / "kernels"
+    copy = tmp_path / "compiled"
     shutil.copytree(cache.KERNELS, copy, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(cache, "KERNELS", copy)
     cache.sources_stamp.cache_clear()
     try:
         before = cache.sources_stamp()
-        (copy / "compiled.py").write_text((copy / "compiled.py").read_text() + "# edit\n")
+        (copy / "kernels.py").write_text((copy / "kernels.py").read_text() + "# edit\n")
         cache.sources_stamp.cache_clear()
         assert cache.sources_stamp() != before
+        assert not any(p.name == "reference.py" for p in copy.iterdir())
     finally:
         cache.sources_stamp.cache_clear()
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import tinynn
-from tinynn.kernels import reference as ref
+from tinynn import reference as ref
 from tinynn.losses import SparseCategoricalCrossentropy
 
 

@@ -1,5 +1,5 @@
 """A process whose kernels are compiled already starts quickly: it reads them without
-loading numba's compiler modules or SciPy (``kernels/cache.py``, ``fused._batch_mean``)."""
+loading numba's compiler modules or SciPy (``compiled/cache.py``, ``fused._batch_mean``)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ SCRIPT = """
 import json, sys
 import numpy as np
 import tinynn
-from tinynn import engine
+from tinynn.compiled import engine
 
 rng = np.random.default_rng(0)
 x = (rng.random((256, 784)) * (rng.random((256, 784)) < 0.2)).astype(np.float32)

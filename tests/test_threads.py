@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import tinynn
-from tinynn import engine, layers, optimizers
-from tinynn.kernels import fused, sync
+from tinynn import layers, optimizers
+from tinynn.compiled import engine, fused, sync
 
 L = layers
 

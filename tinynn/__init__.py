@@ -6,9 +6,11 @@
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(x_train, y_train, epochs=5)
 
-Read it in this order: ``kernels/reference.py`` (the math), ``layers/``,
-``losses.py``, ``optimizers.py``, ``models.py`` (the training loop), ``gradcheck.py``;
-then ``validation.py``, ``training.py`` and ``saving.py`` for what happens when things go wrong.
+Two rooms. The textbook, read in this order: ``reference.py`` (the math),
+``layers/``, ``losses.py``, ``optimizers.py``, ``models.py`` (the training loop),
+``gradcheck.py``; then ``validation.py``, ``training.py`` and ``saving/`` for what
+happens when things go wrong. The compiled room, ``compiled/``, implements the same
+contracts with Numba; only ``backend.py`` opens its door, on first use.
 """
 
 from tinynn import (

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from tinynn.kernels import reference
+from tinynn import reference
 
 NAMES = tuple(reference.ACTIVATIONS)
 

@@ -1,4 +1,9 @@
-"""Which kernel module does the math: the NumPy reference or the Numba twin.
+"""Which room does the math: the textbook (``tinynn.reference``, NumPy) or the compiled
+room (``tinynn.compiled``, Numba).
+
+This module is the only door between the rooms: the textbook never imports
+``tinynn.compiled``; it asks here for the selected backend's kernels (``kernels``)
+and, for whole compiled steps, its engine (``engine``).
 
 The ``TINYNN_BACKEND`` environment variable chooses the first backend; a value
 that names none is an error when tinynn is imported, naming the variable.
@@ -20,7 +25,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
 
-BACKENDS = {"numpy": "tinynn.kernels.reference", "numba": "tinynn.kernels.compiled"}
+BACKENDS = {"numpy": "tinynn.reference", "numba": "tinynn.compiled.kernels"}
+#: The backends that run whole steps in one call: the module that lowers a model to them.
+ENGINES = {"numba": "tinynn.compiled.engine"}
 ENV_VAR = "TINYNN_BACKEND"
 DEFAULT = "numba"
 
@@ -71,8 +78,15 @@ def kernels() -> ModuleType:
     return import_kernels(BACKENDS[get_backend()])
 
 
+def engine() -> ModuleType | None:
+    """The selected backend's engine (``tinynn.compiled.engine``), or None for a backend
+    that runs step by step only."""
+    name = ENGINES.get(get_backend())
+    return None if name is None else import_kernels(name)
+
+
 def import_kernels(module: str) -> ModuleType:
-    """Import a kernel module (where numba caches compiled code: ``tinynn.kernels.cache``).
+    """Import a module of either room (where numba caches compiled code: ``tinynn.compiled.cache``).
 
     Called for every kernel a layer runs: once imported, the module is looked up directly
     (unless another thread is still executing it: ``import_module`` waits for that).

@@ -32,7 +32,7 @@ class Loss:
 
     Subclasses name their kernels: ``<kernel>_softmax_cross_entropy`` (logits)
     and ``<kernel>_probability_cross_entropy`` (probabilities), each with its
-    ``_backward``, in ``tinynn.kernels``.
+    ``_backward``, in the kernel modules (``tinynn.reference``).
 
     Args:
         from_logits: the outputs are logits, not probabilities.

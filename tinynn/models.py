@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tinynn import data, engine, losses, optimizers, saving, training, validation
+from tinynn import data, losses, optimizers, saving, training, validation
 from tinynn.backend import kernels
 from tinynn.callbacks import Callback, CallbackList, History, ProgbarLogger, progress
 from tinynn.layers import InputLayer, Layer, call_forward, check_weight, unique_name
@@ -31,6 +31,7 @@ __all__ = ["NonFiniteWarning", "NotCompiledError", "Sequential", "load_model"]
 METRICS = ("accuracy", "acc", "sparse_categorical_accuracy", "categorical_accuracy")
 
 
+@saving.register_model
 class Sequential:
     """A linear stack of layers (a ``Sequential`` may itself be one of them).
 
@@ -313,11 +314,9 @@ class Sequential:
             raise ValueError("predict(): the model has no layers")
         x = data.inputs(self, x, "x", check_finite=False)
         with progress(verbose, math.ceil(len(x) / batch_size)):
-            plan = engine.plan(self, training=False)
-            if plan:
-                _, outputs, finite = engine.forward_all(plan, x)
-                if finite:
-                    return outputs
+            compiled = training.forward_all(self, x)
+            if compiled and compiled[2]:  # (else the check below says which input is bad)
+                return compiled[1]
             validation.inputs(x, "x", None)  # raises, saying where, if some input is not finite
             return np.concatenate([self.forward(x[i : i + batch_size])
                                    for i in range(0, len(x), batch_size)])

@@ -9,7 +9,7 @@ place. ``apply_gradients`` creates the slots (zeros) on first use and calls
 so a callback may change the rate. A subclass that keeps to it trains with
 ``fit`` on every backend.
 
-The built-in optimizers name an update kernel of ``tinynn.kernels`` and the
+The built-in optimizers name an update kernel (``tinynn.reference`` and its twin) and the
 scalar arguments it takes at step t (``update_arguments``): the same numbers
 drive the step-by-step path and the compiled one.
 """
@@ -116,7 +116,7 @@ class Optimizer:
 class KernelOptimizer(Optimizer):
     """A built-in optimizer: ``kernels.<kernel>(variable, gradient, *slots, *arguments)``."""
 
-    #: The name of the update function in ``tinynn.kernels``.
+    #: The name of the update function in the kernel modules (``tinynn.reference``).
     kernel = ""
 
     def update_arguments(self, step):

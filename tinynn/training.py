@@ -7,8 +7,11 @@ two, chosen once per ``fit`` by ``runner_for``:
 * ``StepRunner``: the textbook, one step at a time through the model's own
   ``train_step`` (each layer's forward and backward, the optimizer's
   ``update_step``). It runs any layer or optimizer that keeps the contracts.
-* ``engine.CompiledRunner``: the same steps, many per compiled call, for models
-  made only of built-in parts on the numba backend.
+* ``tinynn.compiled.engine.CompiledRunner``: the same steps, many per compiled
+  call, for models made only of built-in parts on the numba backend.
+
+``compiled_plan`` is the one place that decides between them, for ``fit``,
+``train_on_batch``, ``evaluate`` and ``predict`` alike.
 
 Besides: Keras's per-epoch means, the codes for a step that broke (and the
 warning that reports it), and whether a callback wants to hear about every batch.
@@ -22,7 +25,7 @@ import warnings
 
 import numpy as np
 
-from tinynn import engine
+from tinynn import backend
 from tinynn.backend import kernels
 from tinynn.callbacks import Callback, ProgbarLogger
 
@@ -92,14 +95,37 @@ class StepRunner:
         return totals.loss_sum, totals.correct, totals.seen, last, Fault.NONE
 
 
-def runner_for(model) -> StepRunner | engine.CompiledRunner:
-    """The one place that decides how a model trains: compiled if it can, else step by step."""
+def compiled_plan(model, training: bool):
+    """The one place that decides how a model runs: the selected backend's plan of compiled
+    ops for it (``tinynn.compiled.engine.plan``), or None to go step by step, layer by layer.
+
+    Args:
+        training: a plan for training steps (the loss and optimizer must be built-in too),
+            else for inference.
+    """
+    engine = backend.engine()
+    return None if engine is None else engine.plan(model, training)
+
+
+def runner_for(model):
+    """The runner of ``fit``'s and ``train_on_batch``'s steps: compiled if the model can be
+    (``compiled_plan``), else a ``StepRunner``."""
     opt = model.optimizer
     opt.check_variables(model.weights)  # before anything changes
     if opt.slots is None:
         opt.build(model.weights)  # for either runner, before the first step
-    plan = engine.plan(model, training=True)
-    return engine.CompiledRunner(model, plan) if plan else StepRunner(model)
+    plan = compiled_plan(model, training=True)
+    return backend.engine().CompiledRunner(model, plan) if plan else StepRunner(model)
+
+
+def forward_all(model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool] | None:
+    """(logits, outputs, whether x was all finite) of every row of x in one compiled call,
+    or None if the model runs layer by layer (``compiled_plan``)."""
+    plan = compiled_plan(model, training=False)
+    if plan is None:
+        return None
+    z, outputs, finite = backend.engine().forward_all(plan, x)
+    return (z if plan.has_logits else None), outputs, finite
 
 
 def train_epoch(model, runner, data, order, batch_size: int, calls: Calls, hooks,
@@ -185,10 +211,10 @@ def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int) -> dict[str, 
     """The loss (and metrics) of checked x and y: every row at once on the compiled path
     (the same mean as batch by batch), else ``batch_size`` rows at a time."""
     totals = RunningMeans(model.metrics)
-    plan = engine.plan(model, training=False)
-    if plan:
-        z, y_pred, _ = engine.forward_all(plan, x)
-        per_sample = model.loss.forward(y, y_pred, z if plan.has_logits else None)
+    compiled = forward_all(model, x)
+    if compiled:
+        z, y_pred, _ = compiled
+        per_sample = model.loss.forward(y, y_pred, z)
         return totals.add(float(per_sample.sum()), correct_count(y_pred, y), len(y))
     for start in range(0, len(x), batch_size):
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]

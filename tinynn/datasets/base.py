@@ -141,7 +141,7 @@ def read_npz(dataset: ImageDataset, path: Path):
     the zip directory, at most ``MAX_INFLATION`` times the file's size in all,
     so reading allocates only what the file holds.
     """
-    from tinynn.npz import npy_header
+    from tinynn.saving.archive import npy_header
 
     try:
         with open(path, "rb") as f, zipfile.ZipFile(f) as archive:

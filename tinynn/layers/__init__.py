@@ -9,7 +9,7 @@
   in ``self.grads`` under the keys of ``self.params``.
 
 A subclass that keeps to it trains with ``fit`` on every backend. The math of
-the built-in layers lives in the kernels (``tinynn.kernels``).
+the built-in layers lives in the kernels (``tinynn.reference`` and its compiled twins).
 
 The *logits rule* (see ``tinynn.losses``): a layer whose output is a sigmoid or
 softmax keeps that activation's input in ``self.logits``; a cross-entropy loss

@@ -1,9 +1,9 @@
-"""Numba twins of ``tinynn.kernels.reference``: the same functions, compiled.
+"""Numba twins of ``tinynn.reference``: the same functions, compiled.
 
 Every public function here has the name, arguments and results of its twin in
 ``reference.py`` (read that file for the math); ``tests/test_kernels.py`` checks
 each pair against each other. The twins are built from a few small loop
-kernels (the ``_``-prefixed functions), which ``tinynn.kernels.fused`` reuses
+kernels (the ``_``-prefixed functions), which ``tinynn.compiled.fused`` reuses
 to run whole training steps without returning to Python.
 
 Choices that matter for speed:
@@ -18,7 +18,7 @@ Choices that matter for speed:
   vectorise.
 * ``fastmath`` lets LLVM fuse multiply-adds and reorder sums, but leaves out the
   "no NaN / no inf" flags, so NaN checks still work (see ``FASTMATH``).
-* Compiled code is kept on disk, as ``cache=True`` keeps it (``kernels/cache.py``
+* Compiled code is kept on disk, as ``cache=True`` keeps it (``compiled/cache.py``
   says where, stamps it with every kernel file, and reads it back quickly);
   nothing is compiled at import, only on first call.
 """
@@ -28,7 +28,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from tinynn.kernels import cache
+from tinynn.compiled import cache
 
 cache.install()  # before any @njit: see cache.py for why
 

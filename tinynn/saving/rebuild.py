@@ -14,19 +14,29 @@ import json
 
 import numpy as np
 
+from tinynn import layers, losses, optimizers
+
+#: Model classes by name, as files name them: each registers itself (``register_model``),
+#: so that reading a file needs no import of the models module (which imports this one).
+MODELS: dict[str, type] = {}
+
+
+def register_model(cls: type) -> type:
+    """Let files name ``cls`` (a model class) by its class name."""
+    MODELS[cls.__name__] = cls
+    return cls
+
 
 class ModelFileError(ValueError):
     """A file is not a model (or weights) file this version of tinynn can read."""
 
 
 def class_for(kind: str, name: object) -> type:
-    """The class a file names for a ``"layer"``, ``"optimizer"`` or ``"loss"``.
+    """The class a file names for a ``"model"``, ``"layer"``, ``"optimizer"`` or ``"loss"``.
 
     The one place that maps names in files to classes.
     """
-    from tinynn import layers, losses, optimizers
-
-    classes = {"layer": layers.LAYERS, "optimizer": optimizers.OPTIMIZERS,
+    classes = {"model": MODELS, "layer": layers.LAYERS, "optimizer": optimizers.OPTIMIZERS,
                "loss": losses.LOSSES}[kind]
     if not isinstance(name, str) or name not in classes:
         raise ModelFileError(f"unknown {kind} (unknown class {name!r}); known {kind} classes: "

@@ -21,7 +21,7 @@ a's kernel sits (its bias, if any, right after).
 
 Both cores: ``engine.CompiledRunner`` calls ``train_steps`` once per thread,
 with the same arguments and shared buffers (``workspace``); the threads split
-every step between them and meet at a spin barrier (``kernels/sync.py``). How
+every step between them and meet at a spin barrier (``compiled/sync.py``). How
 they split it keeps each number's arithmetic that of one thread, so the weights
 do not depend on the thread count (``train_steps`` says how).
 """
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinynn.kernels.compiled import (
+from tinynn.compiled.kernels import (
     _activate,
     _activate_backward,
     _affine,
@@ -55,7 +55,7 @@ from tinynn.kernels.compiled import (
     njit,
     uses_blas,
 )
-from tinynn.kernels.sync import barrier, publish, read
+from tinynn.compiled.sync import barrier, publish, read
 
 AFFINE, ACTIVATE, DROPOUT = 0, 1, 2
 #: How train_steps ended: all steps run, or stopped at a step whose loss was not

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 import numpy as np
 
 from tinynn import activations, layers, losses, optimizers
-from tinynn.backend import get_backend, kernels
+from tinynn.backend import kernels
 
 #: Below this many rows per thread, starting threads costs more than it saves.
 MIN_ROWS_PER_THREAD = 2048
@@ -37,13 +37,13 @@ THREADS_VAR = "TINYNN_THREADS"
 def _fused():
     from tinynn.backend import import_kernels
 
-    return import_kernels("tinynn.kernels.fused")
+    return import_kernels("tinynn.compiled.fused")
 
 
 def _sync():
     from tinynn.backend import import_kernels
 
-    return import_kernels("tinynn.kernels.sync")
+    return import_kernels("tinynn.compiled.sync")
 
 
 def _announce_compiling(kernel) -> None:
@@ -122,10 +122,10 @@ def plan(model, training: bool) -> Plan | None:
     """The model as fused ops, or None if the compiled path cannot run it.
 
     It runs models whose layers are all built-in, with float32 weights and at
-    least one Dense layer, on the numba backend; for training, the loss and the
-    optimizer must be built-in too.
+    least one Dense layer (``training.compiled_plan`` asks, on the numba backend); for
+    training, the loss and the optimizer must be built-in too.
     """
-    if get_backend() != "numba" or not model.built:
+    if not model.built:
         return None
     leaves = model.leaf_layers
     if not all(_is_builtin(layer, layers.LAYERS) and isinstance(layer, FUSABLE)

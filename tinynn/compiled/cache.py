@@ -1,10 +1,12 @@
-"""Numba's disk cache for tinynn's kernels, stamped with *all* the kernel sources.
+"""Numba's disk cache for tinynn's kernels, stamped with *all* the compiled room's sources.
 
 Numba checks a cached function against its own source file only. The fused
-steps in ``fused.py`` inline the loops of ``compiled.py``, so an edit to
-``compiled.py`` alone would leave stale fused steps on disk. The locators here
+steps in ``fused.py`` inline the loops of ``kernels.py``, so an edit to
+``kernels.py`` alone would leave stale fused steps on disk. The locators here
 are numba's own, except that their stamp is the hash of every file in this
-folder: any edit there recompiles everything, and nothing has to be kept by hand.
+package (``tinynn/compiled``): any edit there recompiles everything, an edit in
+the textbook room (``reference.py``, the layers) recompiles nothing, and nothing
+has to be kept by hand.
 
 When neither the package folder nor the user's cache folder can be written
 (a read-only install with a read-only home), the kernels are cached in a

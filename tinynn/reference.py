@@ -8,7 +8,7 @@ Notation: a batch holds ``n`` samples; a layer maps ``k`` inputs to ``u`` units;
 a classifier has ``c`` classes. ``z`` is a pre-activation, ``a = f(z)`` an
 activation; ``dX`` is the gradient of the loss with respect to ``X``.
 
-``tinynn.kernels.compiled`` holds Numba twins of these functions under the same
+``tinynn.compiled.kernels`` holds Numba twins of these functions under the same
 names; the layers call whichever module the backend selects.
 """
 

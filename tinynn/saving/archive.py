@@ -94,7 +94,7 @@ class Archive:
         """Refuse to read arrays totalling more than MAX_BYTES, or MAX_INFLATION × the file."""
         if self.declared > MAX_BYTES:
             raise ArchiveError(f"declares {self.declared:,} bytes of arrays, more than "
-                                 f"tinynn.npz.MAX_BYTES = {MAX_BYTES:,}")
+                                 f"tinynn.saving.archive.MAX_BYTES = {MAX_BYTES:,}")
         if self.declared > MAX_INFLATION * max(self.size, 1 << 16):
             raise ArchiveError(f"declares {self.declared:,} bytes of arrays in a file of "
                                  f"{self.size:,} bytes: more than MAX_INFLATION = "

@@ -4,7 +4,7 @@ A model file is a NumPy ``.npz`` archive (a zip): the architecture and compile
 settings as JSON text in the array ``config``, the weights as ``weights/<i>``
 and the optimizer's state as ``optimizer/<i>/<slot>``, each in the dtype it
 had (float32 or float64). Reading a file never runs code from it (no pickles),
-and costs no more than what the file really holds (``tinynn.npz``): only a
+and costs no more than what the file really holds (``tinynn.saving.archive``): only a
 regular file is opened (a FIFO would block), only the members the format names
 are read, each after its header; a file may declare at most ``MAX_LAYERS``
 layers; every layer is checked against the weights the file holds *before* it
@@ -17,7 +17,7 @@ failure raises ``ModelFileError`` naming the file and the problem; a file you
 may not read raises ``PermissionError``, as ``open`` does.
 
 Writing refuses, with a ``ValueError``, a model whose file could not be loaded
-back, and goes through ``tinynn.atomic`` (a crash leaves the old file intact).
+back, and goes through ``tinynn.saving.atomic`` (a crash leaves the old file intact).
 """
 
 from __future__ import annotations
@@ -32,9 +32,10 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from tinynn.atomic import write_atomically
-from tinynn.npz import DTYPES, MAX_BYTES, Archive, ArchiveError, Header
-from tinynn.rebuild import Feed, ModelFileError, make, nonnegative_slots
+from tinynn import utils
+from tinynn.saving.archive import DTYPES, MAX_BYTES, Archive, ArchiveError, Header
+from tinynn.saving.atomic import write_atomically
+from tinynn.saving.rebuild import Feed, ModelFileError, class_for, make, nonnegative_slots
 
 FORMAT, VERSION = "tinynn", 1
 
@@ -157,9 +158,6 @@ def load_model(path: str | os.PathLike):
         FileNotFoundError, PermissionError: as ``open`` would.
         ModelFileError: anything else wrong with the file.
     """
-    from tinynn import utils
-    from tinynn.models import Sequential
-
     with _reading(path, "model") as (archive, config):
         specs = _model_layout(config)
         headers = archive.stored_weights()
@@ -171,7 +169,8 @@ def load_model(path: str | os.PathLike):
         state = utils.generator().bit_generator.state
         try:
             feed = Feed(weights)
-            model = Sequential(name=_string(config.get("name", "sequential"), "name"))
+            name = _string(config.get("name", "sequential"), "name")
+            model = class_for("model", "Sequential")(name=name)
             for i, spec in enumerate(specs):
                 model.add(make(spec, "layer", f"layer {i}", feed))
             if not model.built:
