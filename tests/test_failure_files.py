@@ -27,8 +27,7 @@ import pytest
 
 import tinynn
 from tinynn import layers
-from tinynn.saving import model_files
-from tinynn.saving import ModelFileError
+from tinynn.saving import ModelFileError, model_files
 
 X = np.random.default_rng(0).normal(size=(12, 4))
 Y = np.arange(12) % 3
