@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo draw test test-browser browser-deps bench docs notebooks clean
+.PHONY: demo draw check test test-other-cpu test-nojit test-browser browser-deps bench docs \
+	site notebooks clean
 
 $(VENV)/.installed-%: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +23,21 @@ draw: $(VENV)/.installed-plots
 test: $(VENV)/.installed-test
 	$(PY) -m ruff check .
 	$(PY) -m pytest
+
+# The fast tier (under a minute with a warm kernel cache): ruff, then the tests on both
+# backends that need no MNIST, no browser and no fresh compile (CONTRIBUTING.md).
+check: $(VENV)/.installed-test
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q -m "not mnist and not browser and not slow" tests tinynn
+
+# The whole suite as on another CPU: without AVX-512 (or AVX2 and FMA, on a CPU without
+# AVX-512), every kernel compiled afresh (tools/other_cpu.py).
+test-other-cpu: $(VENV)/.installed-test
+	$(PY) tools/other_cpu.py $(PY) -m pytest -q
+
+# The compiled room's tests with Numba's JIT off: its kernels run as Python.
+test-nojit: $(VENV)/.installed-test
+	NUMBA_DISABLE_JIT=1 $(PY) -m pytest -q -m compiled tests
 
 # The browser test alone, after installing what it needs (make test skips it without them).
 test-browser: browser-deps $(VENV)/.installed-test
@@ -43,6 +59,10 @@ bench: $(VENV)/.installed-bench
 # chapters need TINYNN_DATA), then build it into site/ with --strict (mkdocs.yml).
 docs: $(VENV)/.installed-test $(VENV)/.installed-docs
 	$(PY) -m pytest docs -q
+	$(MAKE) site
+
+# The site alone, from the figures the chapters drew last (make test or make docs).
+site: $(VENV)/.installed-docs
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 # Each chapter as a Jupyter notebook in build/notebooks/tutorial/ (git-ignored).

@@ -29,7 +29,7 @@ import specs  # noqa: E402
 import tinynn  # noqa: E402
 from tinynn import training  # noqa: E402
 from tinynn.callbacks import CallbackList  # noqa: E402
-from tinynn.compiled import engine, fused  # noqa: E402
+from tinynn.compiled import engine, fused, table  # noqa: E402
 from tinynn.compiled import kernels as compiled  # noqa: E402
 
 MODELS = specs.MODELS
@@ -60,7 +60,7 @@ def step_kernels(model, data, rows: np.ndarray, repeat: int) -> dict[str, float]
     """µs of each kernel one fused step calls on the batch ``rows``, in the step's order."""
     plan = engine.plan(model, training=True)
     runner = engine.CompiledRunner(model, plan)
-    (indptr, indices, values), labels, targets = data
+    indptr, indices, values = data.indptr, data.indices, data.values
     ops, n = plan.ops, len(rows)
     identity = np.arange(n)
     outs = [np.empty((n, w), np.float32) for w in ops[:, 2]]
@@ -75,14 +75,14 @@ def step_kernels(model, data, rows: np.ndarray, repeat: int) -> dict[str, float]
         return f"layer {arg + 1}"
 
     def activation(code):
-        return next(name for name, c in compiled.CODES.items() if c == code)
+        return table.ACTIVATIONS[code]
 
     # Forward, op by op (as fused._forward).
     prev = None
     if ops[0, 0] != fused.AFFINE:
         prev = np.empty((n, plan.Ws[0].shape[0]), np.float32)
         timed("gather the batch's rows", fused._gather, indptr, indices, values, rows, prev)
-    for i, (kind, arg, _) in enumerate(ops):
+    for i, (kind, arg, _), parameter in zip(range(len(ops)), ops, plan.parameters):
         if kind == fused.AFFINE and i == 0:
             timed(f"{layer(arg)}: sparse x · W + b", compiled._sparse_affine, indptr, indices,
                   values, rows, plan.Ws[arg], plan.bs[arg], outs[i])
@@ -90,7 +90,8 @@ def step_kernels(model, data, rows: np.ndarray, repeat: int) -> dict[str, float]
             timed(f"{layer(arg)}: x · W + b", compiled._affine, prev, identity, plan.Ws[arg],
                   plan.bs[arg], outs[i])
         elif kind == fused.ACTIVATE:
-            timed(f"op {i + 1}: {activation(arg)}", compiled._activate, prev, outs[i], arg)
+            timed(f"op {i + 1}: {activation(arg)}", compiled._activate, prev, outs[i], arg,
+                  parameter)
         else:
             d = plan.dropouts[arg]
             timed(f"op {i + 1}: dropout mask", compiled._dropout, prev, d.rate, d.seed, 0,
@@ -98,21 +99,21 @@ def step_kernels(model, data, rows: np.ndarray, repeat: int) -> dict[str, float]
         prev = outs[i]
 
     # The loss and its gradient (Keras's logits rule decides what it reads).
-    top = len(ops) - 2 if runner.on_logits else len(ops) - 1
-    timed("loss and its gradient", fused._loss, outs[top], labels, targets, rows,
-          len(rows), runner.categorical, runner.softmax_formula, runner.clip_epsilon, grads[top])
+    top = len(ops) - 2 if runner.loss_rule.on_logits else len(ops) - 1
+    timed("loss and its gradient", fused._loss, outs[top], data, rows, len(rows),
+          runner.loss_rule, grads[top])
 
     # Backward, op by op, each affine op's update after its gradients (on copies,
     # so that timing does not move the model).
     opt = model.optimizer
     arguments = np.array(opt.update_arguments(opt.iterations + 1), np.float64)
     first_affine = int(np.argmax(ops[:, 0] == fused.AFFINE))
-    kind_name = compiled.UPDATES[runner.update].removesuffix("_update")
+    kind_name = table.UPDATES[runner.update].removesuffix("_update")
     for i in range(top, first_affine - 1, -1):
         kind, arg = ops[i, 0], ops[i, 1]
         if kind == fused.ACTIVATE:
-            timed(f"op {i + 1}: {activation(arg)} gradient", compiled._activate_backward, grads[i],
-                  outs[i], arg, grads[i - 1])
+            timed(f"op {i + 1}: {activation(arg)} gradient", compiled._activate_backward,
+                  grads[i], outs[i], arg, plan.parameters[i], grads[i - 1])
         elif kind == fused.DROPOUT:
             timed(f"op {i + 1}: dropout gradient (allocates)", compiled.dropout_backward,
                   grads[i], scales[i])
@@ -128,13 +129,13 @@ def step_kernels(model, data, rows: np.ndarray, repeat: int) -> dict[str, float]
                 if i > first_affine:
                     timed(f"{layer(arg)}: dx", compiled._input_grads, grads[i], W,
                           grads[i - 1].copy())
-            p = runner.param_index[arg]
+            p = runner.fused_model.param_index[arg]
             for name, g, q in (("W", dW, p), ("b", db, p + 1)):
                 if g.size:
-                    slots = [s[q].copy() for s in runner.S]
+                    slots = tuple(tuple(a.copy() for a in s) for s in runner.S)
                     timed(f"{layer(arg)}: {kind_name} on {name} ({g.size:,} weights)",
                           compiled._update, runner.update, runner.P[q].copy(), g.reshape(-1),
-                          *slots, arguments)
+                          slots, q, 0, g.size, arguments)
     return timings
 
 

@@ -14,6 +14,9 @@ same network by hand.
   RMSprop(), batch 128).
 * ``hidden-user``: ``hidden`` with its first Dense replaced by a user's layer
   (``user_dense.UserDense``); tinynn only.
+* ``hidden-leaky-adagrad``: ``hidden`` built from the newest built-ins, its relu a
+  ``LeakyReLU()`` layer and Adam replaced by ``Adagrad()``; tinynn only (the
+  built-in contract: an epoch ≤ 1.5× the hidden model's).
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ class Spec:
     """One benchmark model.
 
     Attributes:
-        layers: ("dense", units, activation) or ("dropout", rate), in order.
-        optimizer: "adam" or "rmsprop" (Keras's defaults).
+        layers: ("dense", units, activation), ("dropout", rate) or ("leaky_relu", slope),
+            in order.
+        optimizer: "adam", "rmsprop" or "adagrad" (Keras's defaults).
         loss: "sparse" (integer labels; Keras's logits rule on a sigmoid or
             softmax output), "sparse_logits" (integer labels, the output is the
             logits: from_logits=True) or "categorical" (one-hot rows).
@@ -68,8 +72,11 @@ MODELS = {
                       "rmsprop", "categorical", 128, 3,
                       title="mnist_mlp: 512 relu ×2, dropout; RMSprop, batch 128"),
 }
-#: Models that only tinynn can run (they contain a tinynn layer class).
-TINYNN_ONLY = {"hidden-user"}
+MODELS["hidden-leaky-adagrad"] = Spec(
+    (("dense", 100, "linear"), ("leaky_relu", 0.3), ("dense", 10, "sigmoid")), "adagrad",
+    "sparse", 32, 5, title="hidden-leaky-adagrad: hidden with LeakyReLU and Adagrad")
+#: Models only tinynn runs here (a tinynn layer class, or parts the peers' workers lack).
+TINYNN_ONLY = {"hidden-user", "hidden-leaky-adagrad"}
 
 
 def with_units(spec: Spec, units: int | None) -> Spec:
@@ -127,6 +134,8 @@ def keras_layers(lib, spec: Spec, user_layer=None) -> list:
     for i, layer in enumerate(spec.layers):
         if layer[0] == "dropout":
             stack.append(lib.layers.Dropout(layer[1]))
+        elif layer[0] == "leaky_relu":
+            stack.append(lib.layers.LeakyReLU(negative_slope=layer[1]))
         elif i == 0 and spec.user_first:
             stack.append(user_layer(layer[1], layer[2]))
         else:
@@ -136,7 +145,8 @@ def keras_layers(lib, spec: Spec, user_layer=None) -> list:
 
 def keras_compile_arguments(lib, spec: Spec) -> dict:
     """optimizer, loss and metrics for ``model.compile``, for ``lib`` = tinynn or keras."""
-    optimizer = {"adam": lib.optimizers.Adam, "rmsprop": lib.optimizers.RMSprop}[spec.optimizer]
+    optimizer = {"adam": lib.optimizers.Adam, "rmsprop": lib.optimizers.RMSprop,
+                 "adagrad": lib.optimizers.Adagrad}[spec.optimizer]
     loss = {"sparse": "sparse_categorical_crossentropy",
             "categorical": "categorical_crossentropy",
             "sparse_logits": lib.losses.SparseCategoricalCrossentropy(from_logits=True)}

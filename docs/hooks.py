@@ -4,7 +4,9 @@
 The README's links are written for the repository (``docs/tutorial/…``,
 ``examples/figures/…``); on the site the README is ``index.md`` at the top, so
 ``docs/`` is dropped from its links and the other files are copied to the same
-paths they have in the repository. Every link then resolves, and ``--strict``
+paths they have in the repository. ``benchmarks/RESULTS.md`` is on the site as the
+page ``benchmarks.md`` (which includes it), and ``CONTRIBUTING.md``, not on the
+site, keeps its name but loses its link. Every link then resolves, and ``--strict``
 catches one that does not.
 """
 
@@ -21,8 +23,12 @@ PUBLISHED = ["examples/figures/*", "benchmarks/results/*.png", "tests/test_failu
 
 
 def readme_as_home_page(text: str) -> str:
-    """The README with its links into ``docs/`` made relative to the site's top."""
-    return re.sub(r"\]\(docs/", "](", text)
+    """The README with its links made for the site's top: into ``docs/`` without the
+    prefix, to ``benchmarks/RESULTS.md`` to the page that includes it, and to
+    ``CONTRIBUTING.md`` (a repository file only) as plain text."""
+    text = re.sub(r"\]\(docs/", "](", text)
+    text = re.sub(r"\]\(benchmarks/RESULTS\.md", "](benchmarks.md", text)
+    return re.sub(r"\[([^\]]+)\]\(CONTRIBUTING\.md[^)]*\)", r"\1", text)
 
 
 def on_files(files, config):

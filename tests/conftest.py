@@ -29,6 +29,13 @@ def mnist_data():
         pytest.skip(HOW_TO_RUN)
 
 
+def pytest_collection_modifyitems(items):
+    """Every test that reads MNIST is an ``mnist`` test (the tiers: CONTRIBUTING.md)."""
+    for item in items:
+        if "mnist_data" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.mnist)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     """Report every MNIST skip at one place, so that ``-ra`` folds them into one line."""

@@ -31,6 +31,8 @@ sys.path.insert(0, str(ROOT / "examples"))
 
 import draw  # noqa: E402
 
+pytestmark = pytest.mark.browser
+
 #: $DRAW_SCREENSHOT: where to keep the screenshot (the README's is examples/figures/draw.png);
 #: by default it goes to the test's temporary folder.
 SCREENSHOT = os.environ.get("DRAW_SCREENSHOT")

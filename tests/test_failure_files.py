@@ -468,6 +468,7 @@ def test_a_wrong_tinynn_backend_is_an_error_at_import_naming_the_variable():
     assert child.stdout.split() == ["numpy", "False"]  # and importing compiled nothing
 
 
+@pytest.mark.slow
 def test_no_writable_numba_cache_runs_uncached_with_one_warning(tmp_path):
     """A copy of tinynn whose kernels' __pycache__ cannot be a directory (a file is in the
     way: root may write anywhere, so permissions could not stop it), and a HOME and

@@ -148,7 +148,7 @@ MODEL_CASES = [
      TypeError, "metrics must be a list"),
     ("names", "unknown optimizer",
      lambda m: m.compile("lion", "sparse_categorical_crossentropy"), ValueError,
-     r"optimizer must be one of \['adam', 'adamw', 'rmsprop', 'sgd'\]"),
+     r"optimizer must be one of \['adagrad', 'adam', 'adamw', 'rmsprop', 'sgd'\]"),
     ("names", "unknown loss", lambda m: m.compile("adam", "mse"), ValueError,
      r"loss must be one of \['categorical_crossentropy', 'sparse_categorical_crossentropy'\]"),
 ]

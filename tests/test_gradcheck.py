@@ -60,6 +60,7 @@ def random_model(widths, activations, seed):
     return model, rng
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend_name", BACKENDS)
 @settings(max_examples=300, deadline=None)
 @given(

@@ -16,6 +16,9 @@ from hypothesis import strategies as st
 import tinynn
 from tinynn import reference
 from tinynn.compiled import kernels as compiled
+from tinynn.compiled import table
+
+pytestmark = pytest.mark.compiled
 
 DTYPES = [np.float32, np.float64]
 TOL = {np.float32: 1e-5, np.float64: 1e-10}
@@ -101,6 +104,24 @@ def test_activations(n, u, dtype, layout, seed, scale):
         assert_twins(backward(da, a), ref_backward(da, a), dtype, err_msg=name)
 
 
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 64), u=st.integers(1, 300), dtype=st.sampled_from(DTYPES),
+       layout=st.sampled_from(LAYOUTS), seed=st.integers(0, 2**32 - 1),
+       slope=st.sampled_from([0.0, 0.01, 0.3, 1.0]))
+def test_leaky_relu_twins(n, u, dtype, layout, seed, slope):
+    """An activation with a parameter: the slope below 0 (and exact zeros, the kink)."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, u))
+    z[rng.random((n, u)) < 0.2] = 0
+    z = arrange(z.astype(dtype), layout)
+    da = arrange(rng.normal(size=(n, u)).astype(dtype), layout)
+    a = compiled.leaky_relu(z, slope)
+    np.testing.assert_array_equal(a, reference.leaky_relu(z, slope))
+    np.testing.assert_array_equal(compiled.leaky_relu_backward(da, a, slope),
+                                  reference.leaky_relu_backward(da, a, slope))
+    assert a.dtype == dtype
+
+
 @settings(max_examples=60, deadline=None)
 @given(n=st.integers(1, 64), c=st.integers(1, 300), dtype=st.sampled_from(DTYPES),
        layout=st.sampled_from(LAYOUTS), seed=st.integers(0, 2**32 - 1),
@@ -132,6 +153,7 @@ OPTIMIZER_CASES = [
     tinynn.optimizers.SGD(0.1, momentum=0.9, nesterov=True), tinynn.optimizers.Adam(0.01),
     tinynn.optimizers.AdamW(0.01, weight_decay=0.1), tinynn.optimizers.RMSprop(0.01),
     tinynn.optimizers.RMSprop(0.01, momentum=0.5, centered=True),
+    tinynn.optimizers.Adagrad(0.01), tinynn.optimizers.Adagrad(0.1, initial_accumulator_value=0),
 ]
 
 
@@ -139,12 +161,12 @@ OPTIMIZER_CASES = [
 @pytest.mark.parametrize("optimizer", OPTIMIZER_CASES, ids=lambda o: str(o.get_config()))
 def test_optimizer_updates(optimizer, dtype):
     """Every built-in optimizer's kernel and its twin take the same three steps."""
-    assert optimizer.kernel in compiled.UPDATES
+    assert optimizer.kernel in table.UPDATES
     rng = np.random.default_rng(0)
     shape = (37, 11)
     # Running means of g² (v, velocity) well above the square of the mean gradient, as they are.
     start = {"w": rng.normal(size=shape)} | {
-        s: rng.random(shape) + (1 if s in ("v", "velocity") else -0.5)
+        s: rng.random(shape) + (1 if s in ("v", "velocity", "accumulator") else -0.5)
         for s in optimizer.slot_names}
     gradients = [np.asfortranarray(rng.normal(size=shape).astype(dtype)) for _ in range(3)]
     twins = []
@@ -219,7 +241,8 @@ MODEL = st.fixed_dictionaries({
     "features": st.integers(1, 60),
     "n": st.integers(1, 100),
     "batch_size": st.integers(1, 64),
-    "optimizer": st.sampled_from(["adam", "sgd", "nesterov", "rmsprop", "adamw"]),
+    "optimizer": st.sampled_from(["adam", "sgd", "nesterov", "rmsprop", "adamw", "adagrad"]),
+    "leaky": st.sampled_from([None, 0.0, 0.2]),  # a LeakyReLU after each hidden layer
     "loss": st.sampled_from(["output_logits", "from_logits", "probabilities"]),
     "categorical": st.booleans(),
     "output": st.sampled_from(["sigmoid", "softmax"]),
@@ -249,6 +272,8 @@ def train(spec: dict, backend: str):
     L = tinynn.layers
     layers = []
     for u, a in zip(spec["widths"], activations):
+        if layers and spec["leaky"] is not None:
+            layers.append(L.LeakyReLU(spec["leaky"]))
         layers += [L.Dropout(spec["dropout"], seed=spec["seed"]), L.Dense(u, activation=a)]
     if spec["output_layer"] and activations[-1] in ("sigmoid", "softmax"):
         layers[-1].activation = "linear"
@@ -259,7 +284,8 @@ def train(spec: dict, backend: str):
                  "sgd": lambda: tinynn.optimizers.SGD(0.05, momentum=0.5),
                  "nesterov": lambda: tinynn.optimizers.SGD(0.05, momentum=0.5, nesterov=True),
                  "rmsprop": lambda: tinynn.optimizers.RMSprop(),
-                 "adamw": lambda: tinynn.optimizers.AdamW()}[spec["optimizer"]]()
+                 "adamw": lambda: tinynn.optimizers.AdamW(),
+                 "adagrad": lambda: tinynn.optimizers.Adagrad(0.05)}[spec["optimizer"]]()
     kind = "Categorical" if spec["categorical"] else "SparseCategorical"
     loss = getattr(tinynn.losses, kind + "Crossentropy")(**LOSS_OPTIONS[spec["loss"]])
     if spec["categorical"]:
@@ -276,8 +302,8 @@ def train(spec: dict, backend: str):
 @settings(max_examples=60, deadline=None)
 @given(spec=MODEL)
 def test_fused_training_matches_the_reference_path(spec):
-    """Any Dense stack, with Dropout and output activation layers, any batch size (the last
-    batch partial or not), every optimizer, both losses in every mode: two epochs of fused
+    """Any Dense stack, with Dropout, LeakyReLU and output activation layers, any batch size
+    (the last batch partial or not), every optimizer, both losses in every mode: two epochs of fused
     compiled steps end where NumPy's layer-by-layer steps end."""
     fast, fast_log, fast_pred, fast_eval = train(spec, "numba")
     slow, slow_log, slow_pred, slow_eval = train(spec, "numpy")

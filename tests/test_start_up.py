@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # fresh processes
+
 ROOT = Path(__file__).resolve().parent.parent
 
 #: fit, predict and evaluate a small model on the compiled path, then say which of the

@@ -17,6 +17,8 @@ import tinynn
 from tinynn import layers, optimizers
 from tinynn.compiled import engine, fused, sync
 
+pytestmark = pytest.mark.compiled
+
 L = layers
 
 
@@ -106,11 +108,10 @@ def test_a_partner_that_never_comes_is_given_up(monkeypatch):
     shared = sync.new(2)
     sync.abort(shared)
     result = fused.train_steps(
-        *data, np.arange(len(x)), 32, 0, 3, 0.0, p.ops, p.Ws, p.bs, runner.param_index,
-        runner.rates, runner.seeds, np.zeros(0, np.int64), runner.on_logits,
-        runner.categorical, runner.softmax_formula, runner.clip_epsilon, runner.update,
-        runner.P, *runner.S, np.ones((3, 4)), work, np.empty(32), 0, 2,
-        np.array([[0, 32, x.shape[1]]]), shared)
+        data, fused.Epoch(np.arange(len(x)), 32, 0, 3, 0.0), runner.fused_model,
+        fused.Dropouts(runner.rates, runner.seeds, np.zeros(0, np.int64)), runner.loss_rule,
+        fused.Update(runner.update, runner.P, runner.S, np.ones((3, 4))),
+        fused.Threads(0, 2, np.array([[0, 32, x.shape[1]]]), shared, work, np.empty(32)))
     assert result[3:] == (0, fused.ABORTED)
     for a, b in zip(before, model.get_weights()):
         np.testing.assert_array_equal(a, b)
@@ -131,7 +132,7 @@ def test_a_partner_thread_error_reaches_fit(monkeypatch):
 
         @staticmethod
         def train_steps(*args):
-            if args[-4] == 1:  # thread 1, the partner
+            if args[-1].thread == 1:  # the partner
                 raise RuntimeError("partner failed")
             return real.train_steps(*args)
 
@@ -142,6 +143,7 @@ def test_a_partner_thread_error_reaches_fit(monkeypatch):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this system")
 def test_a_forked_child_trains_on_its_own_threads(monkeypatch, tmp_path):
     """A child made by fork after the parent trained (its pools made) trains too, on
@@ -174,6 +176,7 @@ def test_a_forked_child_trains_on_its_own_threads(monkeypatch, tmp_path):
             np.testing.assert_array_equal(got[f"arr_{i}"], w)
 
 
+@pytest.mark.slow
 def test_more_threads_than_cores_finish_with_the_same_weights(tmp_path):
     """More threads than cores (and than predict's pool): every partner gets a thread of
     its own at once, and the waiting ones give their cores away; in a process of its own,
@@ -231,6 +234,7 @@ def test_a_partner_that_cannot_be_started_stops_the_others(monkeypatch):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_first_use_of_the_compiled_kernels_from_several_threads_at_once():
     """Threads that first use the Numba backend together wait for the one importing the
     kernel module (which takes a while: it imports Numba) rather than get it half-made."""
@@ -248,7 +252,7 @@ def test_first_use_of_the_compiled_kernels_from_several_threads_at_once():
         "errors = []\n"
         "def work(i):\n"
         "    try:\n"
-        "        tinynn.backend.kernels().CODES  # the module, whole\n"
+        "        tinynn.backend.kernels().ACTIVATIONS  # the module, whole\n"
         "        models[i](x)\n"
         "    except Exception as e:\n"
         "        errors.append(repr(e))\n"
@@ -264,6 +268,7 @@ def test_first_use_of_the_compiled_kernels_from_several_threads_at_once():
     assert child.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_the_threaded_kernels_run_as_python_under_numba_disable_jit():
     """NUMBA_DISABLE_JIT=1 (debugging, coverage) runs the compiled modules as Python; the
     barrier's atomics then are Python too, and two threads train as the compiled code does."""

@@ -1,5 +1,5 @@
 """Optimizers, in Keras's exact forms: ``SGD`` (with momentum, Nesterov), ``Adam``,
-``AdamW`` and ``RMSprop``.
+``AdamW``, ``RMSprop`` and ``Adagrad``.
 
 **The contract.** An optimizer names its per-parameter state in ``slot_names``
 and moves one parameter in ``update_step(gradient, variable, slots)``, in
@@ -52,9 +52,13 @@ class Optimizer:
         self._variables: list[np.ndarray] | None = None
 
     def build(self, variables: list[np.ndarray]) -> None:
-        """Create zeroed state for each parameter array."""
-        self.slots = [{s: np.zeros_like(w) for s in self.slot_names} for w in variables]
+        """Create the state of each parameter array (``initial_slot``: zeros unless said)."""
+        self.slots = [{s: self.initial_slot(s, w) for s in self.slot_names} for w in variables]
         self._variables = list(variables)
+
+    def initial_slot(self, name: str, variable: np.ndarray) -> np.ndarray:
+        """The slot ``name`` of a parameter before the first step: zeros like it."""
+        return np.zeros_like(variable)
 
     def check_variables(self, variables: list[np.ndarray]) -> None:
         """Refuse parameters other than the ones this optimizer was built for, as Keras does.
@@ -277,6 +281,47 @@ class RMSprop(KernelOptimizer):
     def get_config(self) -> dict:
         return {**super().get_config(), "rho": self.rho, "momentum": self.momentum,
                 "epsilon": self.epsilon, "centered": self.centered}
+
+
+class Adagrad(KernelOptimizer):
+    """Adagrad (Duchi, Hazan & Singer, 2011) as Keras writes it: each weight's step shrinks
+    with the sum of its past squared gradients.
+
+    accumulator += g²,  w −= lr · g / √(accumulator + ε)
+
+    Args:
+        learning_rate: lr, default 0.001.
+        initial_accumulator_value: the accumulator's start, ≥ 0, default 0.1.
+        epsilon: ε, default 1e-7.
+
+    >>> import numpy as np
+    >>> w = np.zeros(1, np.float32)
+    >>> Adagrad(learning_rate=0.1).apply_gradients([(np.ones(1, np.float32), w)])
+    >>> w.round(4)  # lr · 1 / √(0.1 + 1)
+    array([-0.0953], dtype=float32)
+    """
+
+    slot_names = ("accumulator",)
+    nonnegative_slots = ("accumulator",)
+    kernel = "adagrad_update"
+
+    def __init__(self, learning_rate: float = 0.001, initial_accumulator_value: float = 0.1,
+                 epsilon: float = 1e-7):
+        super().__init__(learning_rate)
+        self.initial_accumulator_value = validation.nonnegative_float(
+            initial_accumulator_value, "initial_accumulator_value")
+        self.epsilon = validation.positive_float(epsilon, "epsilon")
+
+    def initial_slot(self, name: str, variable: np.ndarray) -> np.ndarray:
+        return np.full_like(variable, self.initial_accumulator_value)
+
+    def update_arguments(self, step: int) -> tuple[float, ...]:
+        return (self.learning_rate, self.epsilon)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(),
+                "initial_accumulator_value": self.initial_accumulator_value,
+                "epsilon": self.epsilon}
 
 
 #: The built-in optimizers by class name, and by Keras's string names.

@@ -43,6 +43,17 @@ def relu_backward(da: np.ndarray, a: np.ndarray) -> np.ndarray:
     return da * (a > 0)
 
 
+def leaky_relu(z: np.ndarray, negative_slope: float) -> np.ndarray:
+    """a = z where z > 0, else negative_slope · z"""
+    return np.where(z > 0, z, z * z.dtype.type(negative_slope))
+
+
+def leaky_relu_backward(da: np.ndarray, a: np.ndarray, negative_slope: float) -> np.ndarray:
+    """dz = da where a > 0, else negative_slope · da (a > 0 exactly where z > 0, for a slope
+    ≥ 0; the kink at 0 gets the slope, as in TensorFlow)."""
+    return np.where(a > 0, da, da * da.dtype.type(negative_slope))
+
+
 def sigmoid(z: np.ndarray) -> np.ndarray:
     """a = 1 / (1 + e^(-z)), written so that no exponent overflows."""
     e = np.exp(-np.abs(z))
@@ -75,6 +86,8 @@ def softmax_backward(da: np.ndarray, a: np.ndarray) -> np.ndarray:
     return a * (da - (da * a).sum(axis=-1, keepdims=True))
 
 
+#: The activations a layer may name (``Dense(activation=...)``); ``leaky_relu`` has a
+#: parameter, so it is a layer of its own (``layers.LeakyReLU``).
 ACTIVATIONS = {
     "linear": (linear, linear_backward),
     "relu": (relu, relu_backward),
@@ -519,3 +532,27 @@ def rmsprop_update(
         w -= momentum_slot
     else:
         w -= increment
+
+
+def adagrad_update(
+    w: np.ndarray,
+    g: np.ndarray,
+    accumulator: np.ndarray,
+    lr: float,
+    epsilon: float,
+) -> None:
+    """One Adagrad step (Duchi, Hazan & Singer, 2011), as Keras writes it.
+
+    accumulator += g²,  w −= lr · g / √(accumulator + ε)
+
+    Args:
+        w: parameter, any shape; updated in place.
+        g: its gradient, same shape.
+        accumulator: running sum of g², same shape, starting at the optimizer's
+            ``initial_accumulator_value``; updated in place.
+        lr: learning rate.
+        epsilon: keeps the root positive.
+    """
+    f = w.dtype.type
+    accumulator += g * g
+    w -= f(lr) * g / np.sqrt(accumulator + f(epsilon))

@@ -63,11 +63,13 @@ class Calls:
 
 
 class Fault(enum.IntEnum):
-    """How a run of training steps ended (the codes of ``kernels.fused``)."""
+    """How a run of training steps ended, on either runner (the compiled step uses these
+    codes: ``tinynn.compiled.table``)."""
 
     NONE = 0  # every step ran
     LOSS = 1  # a step's loss was NaN or infinite; it was not applied
     WEIGHTS = 2  # a step's update made a weight or optimizer state NaN or infinite; undone
+    ABORTED = 3  # a partner thread of a compiled step never came (its error is raised)
 
 
 class StepRunner:
@@ -197,14 +199,21 @@ def restore(model, state: tuple) -> None:
 
 
 def step_on_batch(model, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """``train_on_batch``: one step; a step that breaks the weights is undone and reported."""
-    model.optimizer.check_variables(model.weights)
+    """``train_on_batch``: one step, by the runner ``fit`` would use. A step that breaks is
+    undone and reported; its loss and metrics are then those its forward pass saw."""
+    model.optimizer.check_variables(model.weights)  # before anything changes
     saved = snapshot(model)
-    loss, y_pred, fault = model.train_step(x, y)
-    if fault:
-        restore(model, saved)
-        report_fault(None, 0, fault, verbose=0)
-    return RunningMeans(model.metrics).add_batch(loss, y_pred, y)
+    runner = runner_for(model)
+    loss_sum, correct, seen, _, fault = runner.run(runner.prepare(x, y), np.arange(len(x)),
+                                                   len(x), 0, 1)
+    if not fault:
+        return RunningMeans(model.metrics).resume(loss_sum, correct, seen)
+    restore(model, saved)
+    y_pred = model.forward(x, training=True)  # what the broken step saw
+    logs = RunningMeans(model.metrics).add_batch(model.loss_of(y, y_pred), y_pred, y)
+    restore(model, saved)  # (the forward pass moved Dropout's counters)
+    report_fault(None, 0, Fault(fault), verbose=0)
+    return logs
 
 
 def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int) -> dict[str, float]:
@@ -260,13 +269,14 @@ class RunningMeans:
         self.correct += correct
         return self.logs()
 
-    def resume(self, loss_sum: float, correct: int, n: int) -> None:
+    def resume(self, loss_sum: float, correct: int, n: int) -> dict[str, float]:
         """Count n more samples and how many were right; the loss sum is now ``loss_sum``
         (a runner continued it step by step, so the sum is the same however the steps
         were split into calls)."""
         self.seen += n
         self.loss_sum = loss_sum
         self.correct += correct
+        return self.logs()
 
     def logs(self) -> dict[str, float]:
         """The means so far ({} before any sample)."""

@@ -41,6 +41,14 @@ def positive_float(value: object, name: str) -> float:
     return float(value)
 
 
+def nonnegative_float(value: object, name: str) -> float:
+    if not _is_number(value):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number ≥ 0, got {value!r}")
+    return float(value)
+
+
 def fraction(value: object, name: str) -> float:
     """A number in [0, 1)."""
     if not _is_number(value):

@@ -64,6 +64,15 @@ MODELS = {
     # TensorFlow's beginner quickstart (Dropout at rate 0 for an exact comparison).
     "quickstart": ([dense(128, "relu"), ["Dropout", {"rate": 0.0}], dense(10)],
                    [SCE, {"from_logits": True}], ["Adam", {}]),
+    # LeakyReLU and Adagrad, at their defaults and with options.
+    "leaky_relu_adam": ([dense(64), ["LeakyReLU", {"negative_slope": 0.1}], dense(32),
+                         ["LeakyReLU", {}], dense(10, "sigmoid")], [SCE, {}], ["Adam", {}]),
+    "adagrad": ([dense(100, "relu"), dense(10, "sigmoid")], [SCE, {}],
+                ["Adagrad", {"learning_rate": 0.05}]),
+    "leaky_relu_adagrad_categorical": (
+        [dense(64), ["LeakyReLU", {}], dense(10, "softmax")], [CCE, {}],
+        ["Adagrad", {"learning_rate": 0.01, "initial_accumulator_value": 0.5,
+                     "epsilon": 1e-6}]),
 }
 
 

@@ -36,8 +36,11 @@ KERNELS = Path(__file__).resolve().parent
 
 @functools.cache
 def sources_stamp() -> str:
-    """SHA-256 of the kernel sources (every .py file of this folder, by name)."""
-    digest = hashlib.sha256()
+    """SHA-256 of the kernel sources (every .py file of this folder, by name) and of the
+    constants compiled code takes from the textbook (``table.constants``)."""
+    from tinynn.compiled import table
+
+    digest = hashlib.sha256(table.constants().encode())
     for path in sorted(KERNELS.glob("*.py")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()

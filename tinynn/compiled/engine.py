@@ -23,8 +23,9 @@ from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
-from tinynn import activations, layers, losses, optimizers
+from tinynn import activations, layers, optimizers
 from tinynn.backend import kernels
+from tinynn.compiled import table
 
 #: Below this many rows per thread, starting threads costs more than it saves.
 MIN_ROWS_PER_THREAD = 2048
@@ -62,25 +63,33 @@ def _announce_compiling(kernel) -> None:
 _announce_compiling.done = False
 
 
-#: The layers the fused kernels can run (as ops; see ``Plan._add``).
-FUSABLE = (layers.Dense, layers.Activation, layers.Dropout, layers.Flatten)
-
-
-def _is_builtin(obj, registry: dict) -> bool:
-    """Exactly a built-in class: a user's subclass may have changed the math."""
-    return registry.get(type(obj).__name__) is type(obj)
+def _is_builtin(obj, classes) -> bool:
+    """Exactly a built-in class with a row in the table: a user's subclass may have changed
+    the math."""
+    return type(obj) in classes
 
 
 class Plan:
-    """A model's layers as fused ops: the table, the Dense layers and the Dropout layers."""
+    """A model's layers as fused ops (lowered by ``table.LAYERS``): the op table, each op's
+    parameter, the Dense layers (the ``arg`` of AFFINE ops) and the Dropout layers."""
 
     def __init__(self, model, training: bool):
-        self.rows, self.dense, self.dropouts = [], [], []
+        rows, parameters, self.dense, self.dropouts = [], [], [], []
         width = int(np.prod(model.leaf_layers[0].input_shape))
         for layer in model.leaf_layers:
-            self._add(layer, width, training)
+            for kind, arg, out, parameter in table.LAYERS[type(layer)](layer, width, training):
+                if kind == table.AFFINE:
+                    arg = len(self.dense)
+                    self.dense.append(layer)
+                elif kind == table.DROPOUT:
+                    arg = len(self.dropouts)
+                    self.dropouts.append(layer)
+                rows.append((kind, arg, out))
+                parameters.append(parameter)
+                width = out
             width = int(np.prod(layer.compute_output_shape(layer.input_shape)))
-        self.ops = np.array(self.rows, np.int64).reshape(-1, 3)
+        self.ops = np.array(rows, np.int64).reshape(-1, 3)
+        self.parameters = np.array(parameters, np.float64)
         self.Ws = tuple(d.params["kernel"] for d in self.dense)
         empty = np.empty(0, np.float32)
         self.bs = tuple(d.params.get("bias", empty) for d in self.dense)
@@ -91,52 +100,31 @@ class Plan:
         self.has_logits = (isinstance(last, (layers.Dense, layers.Activation))
                            and last.activation in activations.KEEPS_LOGITS)
 
-    def _add(self, layer, width: int, training: bool) -> None:
-        codes, fused = kernels().CODES, _fused()
-        if isinstance(layer, layers.Dense):
-            _check_shape(layer, "kernel", (width, layer.units))
-            if layer.use_bias:
-                _check_shape(layer, "bias", (layer.units,))
-            self.rows.append((fused.AFFINE, len(self.dense), layer.units))
-            self.dense.append(layer)
-            width = layer.units
-        if isinstance(layer, (layers.Dense, layers.Activation)) and layer.activation != "linear":
-            self.rows.append((fused.ACTIVATE, codes[layer.activation], width))
-        if isinstance(layer, layers.Dropout) and training and layer.rate > 0:
-            self.rows.append((fused.DROPOUT, len(self.dropouts), width))
-            self.dropouts.append(layer)
-
-
-def _check_shape(layer, key: str, shape: tuple) -> None:
-    """The kernels index arrays by these shapes: a parameter replaced since ``build`` must
-    still have them (else reads and writes would go out of bounds)."""
-    got = layer.params.get(key)
-    if got is None or got.shape != shape or got.dtype != np.float32 \
-            or not got.flags.c_contiguous:
-        raise ValueError(f"layer {layer.name!r}: params[{key!r}] must be a C-contiguous float32 "
-                         f"array of shape {shape}, got "
-                         f"{None if got is None else (got.dtype, got.shape)}")
+    def model(self, param_index: np.ndarray | None = None):
+        """The op table and the kernels as ``fused.Model``."""
+        index = np.zeros(0, np.int64) if param_index is None else param_index
+        return _fused().Model(self.ops, self.parameters, self.Ws, self.bs, index)
 
 
 def plan(model, training: bool) -> Plan | None:
     """The model as fused ops, or None if the compiled path cannot run it.
 
-    It runs models whose layers are all built-in, with float32 weights and at
-    least one Dense layer (``training.compiled_plan`` asks, on the numba backend); for
-    training, the loss and the optimizer must be built-in too.
+    It runs models whose layers all have a row in ``table.LAYERS``, with float32 weights
+    (the layers checked them against their built shapes: ``Layer.check``) and at least
+    one Dense layer (``training.compiled_plan`` asks, on the numba backend); for
+    training, the loss and the optimizer must have rows too.
     """
     if not model.built:
         return None
     leaves = model.leaf_layers
-    if not all(_is_builtin(layer, layers.LAYERS) and isinstance(layer, FUSABLE)
-               for layer in leaves):
+    if not all(_is_builtin(layer, table.LAYERS) for layer in leaves):
         return None
     if not any(isinstance(layer, layers.Dense) for layer in leaves):
         return None
     if any(w.dtype != np.float32 or not w.flags.c_contiguous for w in model.weights):
         return None
-    if training and not (_is_builtin(model.optimizer, optimizers.OPTIMIZERS)
-                         and _is_builtin(model.loss, losses.LOSSES)):
+    if training and not (_is_builtin(model.optimizer, optimizers.OPTIMIZERS.values())
+                         and _is_builtin(model.loss, table.LOSSES)):
         return None
     return Plan(model, training)
 
@@ -179,44 +167,41 @@ class CompiledRunner:
 
     def __init__(self, model, fused_plan: Plan):
         self.model, self.plan = model, fused_plan
-        opt = model.optimizer
+        opt, loss, fused = model.optimizer, model.loss, _fused()
         opt.check_variables(model.weights)  # slots shaped like the weights, as the loops read
-        weights = model.weights
-        self.P = tuple(w.reshape(-1) for w in weights)
-        empty = np.empty(0, np.float32)
-        names = opt.slot_names
-        self.S = tuple(
-            tuple(s[names[i]].reshape(-1) if i < len(names) else empty for s in opt.slots)
-            for i in range(3))
         starts = np.cumsum([0] + [len(layer.params) for layer in model.leaf_layers])
         where = {id(layer): int(s) for layer, s in zip(model.leaf_layers, starts)}
-        self.param_index = np.array([where[id(d)] for d in fused_plan.dense], np.int64)
-        self.update = kernels().UPDATES.index(opt.kernel)
-        loss = model.loss
+        self.fused_model = fused_plan.model(
+            np.array([where[id(d)] for d in fused_plan.dense], np.int64))
+        self.P = tuple(w.reshape(-1) for w in model.weights)
+        empty = np.empty(0, np.float32)
+        names = opt.slot_names
+        # Slot k of every parameter, flat (empty past the optimizer's own slots).
+        self.S = tuple(
+            tuple(s[names[k]].reshape(-1) if k < len(names) else empty for s in opt.slots)
+            for k in range(table.MAX_SLOTS))
+        self.update = table.UPDATES.index(opt.kernel)
         formula = loss.formula(fused_plan.has_logits)
-        self.on_logits = formula == "output_logits"
-        self.softmax_formula = formula != "probabilities"
-        self.categorical = isinstance(loss, losses.CategoricalCrossentropy)
-        self.clip_epsilon = np.float32(loss.epsilon)
+        self.loss_rule = fused.LossRule(formula == "output_logits", table.LOSSES[type(loss)],
+                                        formula != "probabilities", np.float32(loss.epsilon))
         d = fused_plan.dropouts
         self.rates = np.array([layer.rate for layer in d], np.float64)
         self.seeds = np.array([layer.seed for layer in d], np.int64)
         self.threads = training_threads(fused_plan)
         self._buffers = {}
 
-    def _parts(self, x: tuple, batch_size: int) -> tuple:
+    def _parts(self, x, batch_size: int) -> tuple:
         """The shared buffers of a step of ``batch_size``, and how the threads split each
         affine op's kernel rows (``splits``, see ``fused.train_steps``): evenly, except the
         first layer's, where a row's work grows with how often its input is non-zero."""
         if batch_size not in self._buffers:
             p, t, fused = self.plan, self.threads, _fused()
-            indptr, indices, _ = x
             splits = np.zeros((len(p.Ws), t + 1), np.int64)
             for a, W in enumerate(p.Ws):
                 cost = np.ones(len(W))
-                if p.ops[0, 0] == fused.AFFINE and p.ops[0, 1] == a:
-                    cost += _column_counts(indices[: indptr[-1]], len(W)) * batch_size \
-                        / max(len(indptr) - 1, 1)
+                if p.ops[0, 0] == table.AFFINE and p.ops[0, 1] == a:
+                    cost += _column_counts(x.indices[: x.indptr[-1]], len(W)) * batch_size \
+                        / max(len(x.indptr) - 1, 1)
                 total = np.concatenate([[0], np.cumsum(cost)])
                 # Each part starts on a multiple of 64 weights: the update loops then treat
                 # every weight as one thread would (in their vectorised body; a loop's
@@ -229,19 +214,18 @@ class CompiledRunner:
             self._buffers = {batch_size: (work, np.empty(batch_size), splits)}
         return self._buffers[batch_size]
 
-    def prepare(self, x: np.ndarray, y: np.ndarray) -> tuple:
-        """The data as the kernel reads it: x as compressed sparse rows (made once per fit),
-        class labels, and target rows for a categorical loss."""
+    def prepare(self, x: np.ndarray, y: np.ndarray):
+        """The data as the kernel reads it (``fused.Data``): x as compressed sparse rows
+        (made once per fit), class labels, and target rows for a categorical loss."""
         labels = y if y.ndim == 1 else np.argmax(y, axis=1)
         targets = y if y.ndim == 2 else np.empty((1, 1), np.float32)
-        return kernels()._sparse_rows(_rows_2d(x)), labels, targets
+        return _fused().Data(*kernels()._sparse_rows(_rows_2d(x)), labels, targets)
 
-    def run(self, data: tuple, order, batch_size: int, first: int, last: int,
+    def run(self, data, order, batch_size: int, first: int, last: int,
             loss_sum: float = 0.0) -> tuple:
         """Steps first … last − 1; returns (loss_sum continued by their losses, correct, seen,
         step stopped at, fault)."""
-        x, labels, targets = data
-        opt, p = self.model.optimizer, self.plan
+        opt, p, fused = self.model.optimizer, self.plan, _fused()
         steps = np.arange(opt.iterations + 1, opt.iterations + 1 + last - first)
         # One row per step (arguments that hold for every step are repeated): the kernel
         # reads row s at step s, so the table must have exactly last − first rows.
@@ -251,20 +235,18 @@ class CompiledRunner:
             raise RuntimeError(f"{type(opt).__name__}.update_arguments gave "
                                f"{arguments.shape[0]} rows for {last - first} steps")
         counters = np.array([int(layer.state["step"][0]) for layer in p.dropouts], np.int64)
-        work, sample_losses, splits = self._parts(x, batch_size)
-        kernel = _fused().train_steps
+        work, sample_losses, splits = self._parts(data, batch_size)
+        groups = (data, fused.Epoch(order, batch_size, first, last, float(loss_sum)),
+                  self.fused_model, fused.Dropouts(self.rates, self.seeds, counters),
+                  self.loss_rule, fused.Update(self.update, self.P, self.S, arguments))
+        kernel = fused.train_steps
         _announce_compiling(kernel)
         sync = _sync().new(self.threads)
 
         def thread(t: int) -> tuple:
             try:
-                return kernel(
-                    x, labels, targets, order, batch_size, first, last, float(loss_sum),
-                    p.ops, p.Ws, p.bs, self.param_index, self.rates, self.seeds, counters,
-                    self.on_logits, self.categorical, self.softmax_formula, self.clip_epsilon,
-                    self.update, self.P, *self.S, arguments,
-                    work, sample_losses, t, self.threads, splits, sync,
-                )  # fmt: skip
+                return kernel(*groups, fused.Threads(t, self.threads, splits, sync, work,
+                                                     sample_losses))
             except BaseException:
                 _sync().abort(sync)  # the other threads stop waiting for this one
                 raise
@@ -307,9 +289,10 @@ def forward_all(fused_plan: Plan, x: np.ndarray) -> tuple[np.ndarray, np.ndarray
     workers = min(_cores(), max(1, n // MIN_ROWS_PER_THREAD))
     bounds = np.linspace(0, n, workers + 1).astype(int)
 
+    model = p.model()
+
     def work(i: int) -> bool:
-        return fused.forward_rows(x, int(bounds[i]), int(bounds[i + 1]), p.ops, p.Ws, p.bs,
-                                  out_z, out_a)
+        return fused.forward_rows(x, int(bounds[i]), int(bounds[i + 1]), model, out_z, out_a)
 
     finite = work(0) if workers == 1 else all(_pool().map(work, range(workers)))
     return out_z, out_a, finite

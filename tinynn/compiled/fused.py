@@ -1,32 +1,39 @@
-"""Whole training steps in one compiled call, built from the loop kernels of ``compiled``.
+"""Whole training steps in one compiled call, built from the loop kernels of ``kernels``.
 
 Why this exists: the readable path calls a kernel per layer, per loss and per
 optimizer update, and each call from Python costs microseconds. On the
 notebook's simple model a whole step is ~20 µs of arithmetic, so the calls
 would cost more than the math. Here one call runs many steps of the same
-algorithm (forward through every op, loss, backward, optimizer update), with
-all buffers allocated once.
+algorithm as ``Sequential.train_step`` (forward through every op, loss,
+backward, optimizer update), with all buffers allocated once.
 
-The model arrives as a table of *ops*, one row each, ``[kind, arg, width]``:
+The model arrives as a table of *ops* (``engine.Plan``, lowered by
+``table.LAYERS``), one row each, ``[kind, arg, width]``, with one float
+parameter per op:
 
 * ``AFFINE``: z = x · W + b, with ``arg`` the index into ``Ws``/``bs`` (a Dense layer);
-* ``ACTIVATE``: a = f(z), with ``arg`` the activation code (``compiled.CODES``);
-* ``DROPOUT``: y = x · s, with ``arg`` the index into ``rates``/``seeds``/``counters``.
+* ``ACTIVATE``: a = f(z), with ``arg`` the activation code (``table.ACTIVATIONS``) and
+  the parameter its argument (LeakyReLU's negative_slope);
+* ``DROPOUT``: y = x · s, with ``arg`` the index into the dropout rates, seeds and counters.
 
-``width`` is the op's output width. Optimizer state arrives flat: ``P``,
-``S0``, ``S1``, ``S2`` hold, for every parameter in the model's order (kernel,
-bias, kernel, …), a 1-D view of the parameter and of up to three slot arrays
-(empty where the optimizer has fewer); ``param_index[a]`` is where affine op
-a's kernel sits (its bias, if any, right after).
+``width`` is the op's output width. ``train_steps`` takes its arguments in named
+groups (``Data``, ``Epoch``, ``Model``, ``Dropouts``, ``LossRule``, ``Update``,
+``Threads``). Optimizer state arrives flat: ``Update.P`` holds, for every
+parameter in the model's order (kernel, bias, kernel, …), a 1-D view of it, and
+``Update.S[k]`` the views of its slot k (empty where the optimizer has fewer
+than ``table.MAX_SLOTS``); ``Model.param_index[a]`` is where affine op a's kernel
+sits (its bias, if any, right after).
 
 Both cores: ``engine.CompiledRunner`` calls ``train_steps`` once per thread,
 with the same arguments and shared buffers (``workspace``); the threads split
-every step between them and meet at a spin barrier (``compiled/sync.py``). How
-they split it keeps each number's arithmetic that of one thread, so the weights
-do not depend on the thread count (``train_steps`` says how).
+every step between them and meet at a spin barrier (``sync.py``). How they
+split it keeps each number's arithmetic that of one thread, so the weights do
+not depend on the thread count (``train_steps`` says how).
 """
 
 from __future__ import annotations
+
+from collections import namedtuple
 
 import numpy as np
 
@@ -56,12 +63,39 @@ from tinynn.compiled.kernels import (
     uses_blas,
 )
 from tinynn.compiled.sync import barrier, publish, read
+from tinynn.compiled.table import (
+    ABORTED,
+    ACTIVATE,
+    AFFINE,
+    DROPOUT,
+    FINISHED,
+    LOSS_NOT_FINITE,
+    WEIGHTS_NOT_FINITE,
+)
 
-AFFINE, ACTIVATE, DROPOUT = 0, 1, 2
-#: How train_steps ended: all steps run, or stopped at a step whose loss was not
-#: finite (nothing updated by that step), or whose update made a weight or an
-#: optimizer state non-finite, or gave up because a partner thread never came.
-FINISHED, LOSS_NOT_FINITE, WEIGHTS_NOT_FINITE, ABORTED = 0, 1, 2, 3
+#: The training inputs as compressed sparse rows, class labels (N,), and target rows
+#: (N, c) for a categorical loss (else a (1, 1) placeholder).
+Data = namedtuple("Data", "indptr indices values labels targets")
+#: This epoch's sample order, the batch size, the steps to run (first … last − 1), and
+#: the epoch's loss sum before ``first`` (continued step by step: the sum does not depend
+#: on how an epoch is split into calls).
+Epoch = namedtuple("Epoch", "order batch_size first last loss_sum")
+#: The op table, each op's float parameter, the Dense kernels and biases, and where each
+#: kernel sits among the optimizer's parameters.
+Model = namedtuple("Model", "ops parameters Ws bs param_index")
+#: Each Dropout's rate, seed and mask counter at step ``first``.
+Dropouts = namedtuple("Dropouts", "rates seeds counters")
+#: Keras's logits rule as the loss applies it (``Loss.formula``): the loss reads the input
+#: of the last op (an activation); targets are rows (else labels); the softmax formula
+#: (else the clipped probability one) and its clipping bound.
+LossRule = namedtuple("LossRule", "on_logits categorical softmax clip_epsilon")
+#: The update's code (``table.UPDATES``), parameters and slots (flat views), and its
+#: scalar arguments, one row per step.
+Update = namedtuple("Update", "code P S arguments")
+#: Which thread this is, of how many; how they split each affine op's kernel rows
+#: (``splits[a, t]`` … ``splits[a, t + 1]`` − 1 are thread t's); their meeting place
+#: (``sync.new``); and the buffers they share: the workspace and per-sample losses.
+Threads = namedtuple("Threads", "thread count splits sync work sample_losses")
 
 
 @njit
@@ -108,7 +142,8 @@ def workspace(ops, Ws, bs, batch_size):
 
 @njit
 def _carve(work, ops, Ws, bs, batch_size):
-    """The workspace's buffers as arrays (views: every thread sees the same memory)."""
+    """The workspace's buffers as arrays (views: every thread sees the same memory), and
+    the row numbers 0 … batch_size − 1."""
     at = _layout(ops, Ws, bs, batch_size)
     n, a = len(ops), len(Ws)
 
@@ -122,7 +157,7 @@ def _carve(work, ops, Ws, bs, batch_size):
     dWs = [rows(3 * n + j, Ws[j].shape[0], Ws[j].shape[1]) for j in range(a)]
     dbs = [work[at[3 * n + a + j] : at[3 * n + a + j + 1]] for j in range(a)]
     dense_x = rows(3 * n + 2 * a, batch_size, input_width(ops, Ws))
-    return outs, grads, scales, dWs, dbs, dense_x
+    return outs, grads, scales, dWs, dbs, dense_x, np.arange(batch_size)
 
 
 @njit
@@ -144,42 +179,48 @@ def blas_in_training(ops, Ws):
 
 
 @njit
-def _forward(x, rows, r0, ops, Ws, bs, blas, rates, seeds, counters, outs, scales, dense_x,
-             identity):
-    """Every op's output for the batch rows r0 … r0 + len(rows) − 1, samples ``rows`` of x
-    (sparse rows), in training mode. Rows are independent: threads share a batch by rows."""
-    n, r1 = len(rows), r0 + len(rows)
-    indptr, indices, values = x
+def _forward(data, mine, r0, model, dropout, offset, blas, buffers):
+    """Every op's output for the batch rows r0 … r0 + len(mine) − 1, samples ``mine`` of
+    the data, in training mode (``offset``: steps since ``Epoch.first``, for the dropout
+    masks). Rows are independent: threads share a batch by rows."""
+    outs, scales, dense_x, identity = buffers[0], buffers[2], buffers[5], buffers[6]
+    ops = model.ops
+    n, r1 = len(mine), r0 + len(mine)
     prev = dense_x[r0:r1]
     if ops[0, 0] != AFFINE or blas[ops[0, 1]]:
-        _gather(indptr, indices, values, rows, prev)
+        _gather(data.indptr, data.indices, data.values, mine, prev)
     for i in range(len(ops)):
         kind, arg = ops[i, 0], ops[i, 1]
         out = outs[i][r0:r1]
         if kind == AFFINE and blas[arg]:
-            _affine_blas(prev, Ws[arg], bs[arg], out)
+            _affine_blas(prev, model.Ws[arg], model.bs[arg], out)
         elif kind == AFFINE and i == 0:
-            _sparse_affine(indptr, indices, values, rows, Ws[arg], bs[arg], out)
+            _sparse_affine(data.indptr, data.indices, data.values, mine, model.Ws[arg],
+                           model.bs[arg], out)
         elif kind == AFFINE:
-            _affine(prev, identity[:n], Ws[arg], bs[arg], out)
+            _affine(prev, identity[:n], model.Ws[arg], model.bs[arg], out)
         elif kind == ACTIVATE:
-            _activate(prev, out, arg)
+            _activate(prev, out, arg, model.parameters[i])
+        elif kind == DROPOUT:
+            _dropout(prev, dropout.rates[arg], dropout.seeds[arg],
+                     dropout.counters[arg] + offset, r0, out, scales[i][r0:r1])
         else:
-            _dropout(prev, rates[arg], seeds[arg], counters[arg], r0, out, scales[i][r0:r1])
+            raise ValueError("unknown op kind (see table.py)")
         prev = out
 
 
 @njit
-def _loss(z, labels, targets, rows, batch, categorical, softmax_formula, clip_epsilon, grad):
+def _loss(z, data, rows, batch, loss, grad):
     """Per-sample losses of z (rows of a batch of ``batch``) against their targets; grad
     gets dL/dz of the batch mean."""
-    if categorical and softmax_formula:
-        return _categorical_softmax_cross_entropy(z, targets, rows, batch, grad)
-    if categorical:
-        return _categorical_probability_cross_entropy(z, targets, rows, batch, clip_epsilon, grad)
-    if softmax_formula:
-        return _softmax_cross_entropy(z, labels, rows, batch, grad)
-    return _probability_cross_entropy(z, labels, rows, batch, clip_epsilon, grad)
+    if loss.categorical and loss.softmax:
+        return _categorical_softmax_cross_entropy(z, data.targets, rows, batch, grad)
+    if loss.categorical:
+        return _categorical_probability_cross_entropy(z, data.targets, rows, batch,
+                                                      loss.clip_epsilon, grad)
+    if loss.softmax:
+        return _softmax_cross_entropy(z, data.labels, rows, batch, grad)
+    return _probability_cross_entropy(z, data.labels, rows, batch, loss.clip_epsilon, grad)
 
 
 @njit
@@ -196,39 +237,31 @@ def _batch_mean(sample_losses, n):
 
 
 @njit
-def train_steps(x, labels, targets, order, batch_size, first_step, last_step, loss_sum,
-                ops, Ws, bs, param_index, rates, seeds, counters,
-                on_logits, categorical, softmax_formula, clip_epsilon,
-                update, P, S0, S1, S2, arguments,
-                work, sample_losses, thread, threads, splits, sync):
-    """Run steps first_step … last_step − 1 of an epoch whose sample order is ``order``,
-    as thread ``thread`` of ``threads`` (each thread calls this with the same arguments).
+def _batch(epoch, step):
+    """The samples of step ``step``: the last step of an epoch takes what remains."""
+    size = epoch.batch_size
+    return epoch.order[step * size : min((step + 1) * size, len(epoch.order))]
 
-    Args:
-        x: training inputs (N, k) as float32 sparse rows (indptr, indices, values).
-        labels: integer class labels, shape (N,) (for accuracy, and the sparse loss).
-        targets: one-hot rows, shape (N, c), for the categorical loss (else unused).
-        order: this epoch's permutation of range(N).
-        batch_size: samples per step; the last step takes what remains.
-        first_step, last_step: which steps to run.
-        loss_sum: the epoch's sum of per-sample losses before first_step (float64), which
-            the steps continue, so that the sum does not depend on how an epoch is split
-            into calls (adding per-call sums would round differently).
-        ops, Ws, bs, param_index, rates, seeds: the model (see module docstring).
-        counters: each dropout's mask counter at first_step.
-        on_logits: the loss reads the input of the last op (an activation): Keras's logits rule.
-        categorical: targets are rows (else integer labels).
-        softmax_formula: softmax cross-entropy (else the clipped probability formula).
-        clip_epsilon: the probability formula's clipping bound.
-        update: the optimizer's kernel, an index into ``compiled.UPDATES``.
-        P, S0, S1, S2: parameters and optimizer slots, flat (see module docstring).
-        arguments: the update's scalar arguments, one row per step.
-        work: the step's buffers (``workspace``), shared by the threads.
-        sample_losses: (batch_size,) float64, shared: each sample's loss.
-        thread, threads: which thread this is, of how many (1: no sharing).
-        splits: (affine ops, threads + 1): thread t computes rows splits[a, t] …
-            splits[a, t + 1] − 1 of affine op a's weight gradient, and updates them.
-        sync: the threads' meeting place (``sync.new``).
+
+@njit
+def _mine(n, threads):
+    """This thread's rows r0 … r1 − 1 of a batch of n."""
+    return n * threads.thread // threads.count, n * (threads.thread + 1) // threads.count
+
+
+@njit
+def _meet(threads, meeting):
+    """Wait until every thread has reached the next meeting (``meeting[0]`` counts them);
+    False if a partner thread never came (``sync.abort``)."""
+    meeting[0] += 1
+    return barrier(threads.sync, threads.thread, threads.count, meeting[0])
+
+
+@njit
+def train_steps(data, epoch, model, dropout, loss, update, threads):
+    """Run steps ``epoch.first`` … ``epoch.last`` − 1 of an epoch, as thread
+    ``threads.thread`` of ``threads.count`` (each thread calls this with the same
+    arguments; the groups are described where they are defined, above).
 
     How the threads share a step, so that every number is computed as one thread
     would compute it (the weights do not depend on the thread count): the forward
@@ -241,121 +274,151 @@ def train_steps(x, labels, targets, order, batch_size, first_step, last_step, lo
     next meeting, until every thread has read the old weights.
 
     Returns:
-        (loss_sum plus the per-sample losses of these steps, number classified right,
-        samples seen, the step it stopped at, how it ended): FINISHED after last_step − 1,
-        or the step whose loss or update was not finite, or ABORTED (a partner thread
-        failed to start). After a bad update the weights are partly updated: the caller
-        restores them. The sums count only the steps before the stop; the number
-        classified right is counted by thread 0.
+        (the epoch's loss sum continued by these steps' per-sample losses, number
+        classified right, samples seen, the step it stopped at, how it ended):
+        FINISHED after the last step, or the step whose loss (LOSS_NOT_FINITE) or
+        update (WEIGHTS_NOT_FINITE) was not finite, or ABORTED (a partner thread
+        failed to start). After a bad update the weights are partly updated: the
+        caller restores them. The sums count only the steps before the stop; the
+        number classified right is counted by thread 0.
     """
-    n_ops = len(ops)
-    outs, grads, scales, dWs, dbs, dense_x = _carve(work, ops, Ws, bs, batch_size)
-    blas = blas_in_training(ops, Ws)
-    first_affine = 0
-    while ops[first_affine, 0] != AFFINE:
-        first_affine += 1
-    top = n_ops - 2 if on_logits else n_ops - 1
-    no_bias = dbs[0][:0]
-    step_counters = counters.copy()
-    correct, seen, touched, meeting = 0, 0, 0.0, 0
-    N = len(order)
-    identity = np.arange(batch_size)
-    for step in range(first_step, last_step):
-        rows = order[step * batch_size : min((step + 1) * batch_size, N)]
-        n = len(rows)
-        r0, r1 = n * thread // threads, n * (thread + 1) // threads  # this thread's rows
-        mine = rows[r0:r1]
-        after = order[(step + 1) * batch_size : (step + 2) * batch_size]
-        touched += _touch_rows(*x, after[len(after) * thread // threads :
-                                         len(after) * (thread + 1) // threads])
-        for d in range(len(counters)):
-            step_counters[d] = counters[d] + step - first_step
-        _forward(x, mine, r0, ops, Ws, bs, blas, rates, seeds, step_counters, outs, scales,
-                 dense_x, identity)
-
-        # The loss, and its gradient with respect to what it read.
-        losses = _loss(outs[top][r0:r1], labels, targets, mine, n, categorical,
-                       softmax_formula, clip_epsilon, grads[top][r0:r1])
-        for r in range(r1 - r0):
-            sample_losses[r0 + r] = losses[r]
-        meeting += 1
-        if not barrier(sync, thread, threads, meeting):
-            return loss_sum + 0 * touched, correct, seen, step, ABORTED
-        batch_loss = _batch_mean(sample_losses, n)
-        if not _finite(batch_loss):
-            return loss_sum + 0 * touched, correct, seen, step, LOSS_NOT_FINITE
-        batch_correct = _correct(outs[n_ops - 1][:n], labels, rows) if thread == 0 else 0
-
-        # Backward, op by op. An affine op's update waits (``pending``) until every
-        # thread has computed its input gradient with the old weights.
-        args = arguments[step - first_step]
-        finite, met, pending = True, True, -1
-        for i in range(top, first_affine - 1, -1):
-            kind, arg = ops[i, 0], ops[i, 1]
-            dout = grads[i][r0:r1]
-            if kind == ACTIVATE:
-                _activate_backward(dout, outs[i][r0:r1], arg, grads[i - 1][r0:r1])
-                met = False
-                continue
-            if kind == DROPOUT:
-                s, dx = scales[i][r0:r1], grads[i - 1][r0:r1]
-                for r in range(r1 - r0):
-                    for j in range(ops[i, 2]):
-                        dx[r, j] = dout[r, j] * s[r, j]
-                met = False
-                continue
-            if not met:  # the weight gradient sums over every thread's rows
-                meeting += 1
-                if not barrier(sync, thread, threads, meeting):
-                    return loss_sum + 0 * touched, correct, seen, step, ABORTED
-            if pending >= 0:
-                finite &= _update_part(update, P, S0, S1, S2, param_index[pending],
-                                       dWs[pending], dbs[pending], splits, pending, thread,
-                                       threads, args)
-            inp = outs[i - 1][:n] if i > 0 else dense_x[:n]
-            k0, k1 = splits[arg, thread], splits[arg, thread + 1]
-            db = dbs[arg] if thread == 0 else no_bias
-            whole = grads[i][:n]
-            if blas[arg]:  # (run by one thread: see engine.training_threads)
-                _weight_grads_blas(inp, whole, dWs[arg], dbs[arg])
-                if i > first_affine:
-                    _input_grads_blas(whole, Ws[arg], grads[i - 1][:n])
-            elif i == 0:
-                _sparse_weight_grads(*x, rows, whole, dWs[arg], db, k0, k1)
-            else:
-                _weight_grads(inp[:, k0:k1], identity[:n], whole, dWs[arg][k0:k1], db)
-                if i > first_affine:
-                    _input_grads(dout, Ws[arg], grads[i - 1][r0:r1])
-            pending, met = arg, False
-            if i == first_affine:  # nobody reads these weights again in this step
-                finite &= _update_part(update, P, S0, S1, S2, param_index[arg], dWs[arg],
-                                       dbs[arg], splits, arg, thread, threads, args)
-
-        # Every thread's updates are done, and all finite, before the next step.
-        publish(sync, thread, threads, 1 if finite else 0)
-        meeting += 1
-        if not barrier(sync, thread, threads, meeting):
-            return loss_sum + 0 * touched, correct, seen, step, ABORTED
-        for t in range(threads):
-            finite &= read(sync, t, threads) == 1
-        if not finite:
-            return loss_sum + 0 * touched, correct, seen, step, WEIGHTS_NOT_FINITE
-        loss_sum += batch_loss * n
-        correct += batch_correct
-        seen += n
-    return loss_sum + 0 * touched, correct, seen, last_step, FINISHED
+    buffers = _carve(threads.work, model.ops, model.Ws, model.bs, epoch.batch_size)
+    blas = blas_in_training(model.ops, model.Ws)
+    meeting = np.zeros(1, np.int64)
+    loss_sum, correct, seen, touched = epoch.loss_sum, 0, 0, 0.0
+    step, fault = epoch.first, FINISHED
+    while step < epoch.last and fault == FINISHED:
+        # Ask for the next batch's rows now, so that they are in cache when it starts.
+        after = _batch(epoch, step + 1) if step + 1 < epoch.last else epoch.order[:0]
+        a0, a1 = _mine(len(after), threads)
+        touched += _touch_rows(data.indptr, data.indices, data.values, after[a0:a1])
+        fault, batch_loss, right, n = _step(data, epoch, step, model, dropout, loss, update,
+                                            threads, buffers, blas, meeting)
+        if fault == FINISHED:
+            loss_sum += batch_loss * n
+            correct += right
+            seen += n
+            step += 1
+    return loss_sum + 0 * touched, correct, seen, step, fault
 
 
 @njit
-def _update_part(update, P, S0, S1, S2, p, dW, db, splits, arg, thread, threads, args):
-    """This thread's part of an affine op's update: its rows of the kernel, and (thread 0)
+def _step(data, epoch, step, model, dropout, loss, update, threads, buffers, blas, meeting):
+    """This thread's part of one step (see ``train_steps``): forward, loss, backward and
+    update. Returns (how it ended, the batch's mean loss, number right, batch size)."""
+    outs, grads = buffers[0], buffers[1]
+    rows = _batch(epoch, step)
+    n = len(rows)
+    r0, r1 = _mine(n, threads)
+    _forward(data, rows[r0:r1], r0, model, dropout, step - epoch.first, blas, buffers)
+    n_ops = len(model.ops)
+    top = n_ops - 2 if loss.on_logits else n_ops - 1  # the op whose output the loss reads
+    losses = _loss(outs[top][r0:r1], data, rows[r0:r1], n, loss, grads[top][r0:r1])
+    for r in range(r1 - r0):
+        threads.sample_losses[r0 + r] = losses[r]
+    fault = FINISHED if _meet(threads, meeting) else ABORTED
+    batch_loss, right = np.float32(0), 0
+    if fault == FINISHED:
+        batch_loss = _batch_mean(threads.sample_losses, n)
+        if not _finite(batch_loss):
+            fault = LOSS_NOT_FINITE
+    if fault == FINISHED:
+        if threads.thread == 0:
+            right = _correct(outs[n_ops - 1][:n], data.labels, rows)
+        args = update.arguments[step - epoch.first]
+        fault = _backward(data, rows, top, model, update, args, threads, buffers, blas,
+                          meeting)
+    return fault, batch_loss, right, n
+
+
+@njit
+def _backward(data, rows, top, model, update, args, threads, buffers, blas, meeting):
+    """Backward, op by op from ``top`` down to the first affine op, with each affine op's
+    update once every thread has read its old weights; then the step's last meeting.
+    Returns FINISHED, WEIGHTS_NOT_FINITE (some thread's update was not finite) or ABORTED."""
+    outs, grads, scales = buffers[0], buffers[1], buffers[2]
+    ops = model.ops
+    r0, r1 = _mine(len(rows), threads)
+    first_affine = 0
+    while ops[first_affine, 0] != AFFINE:
+        first_affine += 1
+    finite, met, alive, pending = True, True, True, -1
+    i = top
+    while i >= first_affine and alive:
+        kind, arg = ops[i, 0], ops[i, 1]
+        if kind == ACTIVATE:
+            _activate_backward(grads[i][r0:r1], outs[i][r0:r1], arg, model.parameters[i],
+                               grads[i - 1][r0:r1])
+            met = False
+        elif kind == DROPOUT:
+            _scale(grads[i][r0:r1], scales[i][r0:r1], grads[i - 1][r0:r1])
+            met = False
+        else:
+            if not met:  # the weight gradient sums over every thread's rows
+                alive = _meet(threads, meeting)
+            if alive:
+                if pending >= 0:
+                    finite &= _update_part(update, model, pending, args, threads, buffers)
+                _affine_backward(data, rows, i, first_affine, model, threads, buffers, blas)
+                pending, met = arg, False
+                if i == first_affine:  # nobody reads these weights again in this step
+                    finite &= _update_part(update, model, arg, args, threads, buffers)
+        i -= 1
+    # Every thread's updates are done, and all finite, before the next step.
+    if alive:
+        publish(threads.sync, threads.thread, threads.count, 1 if finite else 0)
+        alive = _meet(threads, meeting)
+    if alive:
+        for t in range(threads.count):
+            finite &= read(threads.sync, t, threads.count) == 1
+    return ABORTED if not alive else FINISHED if finite else WEIGHTS_NOT_FINITE
+
+
+@njit
+def _scale(dout, s, dx):
+    """Dropout's backward on this thread's rows: dx = dout · s."""
+    for r in range(dout.shape[0]):
+        for j in range(dout.shape[1]):
+            dx[r, j] = dout[r, j] * s[r, j]
+
+
+@njit
+def _affine_backward(data, rows, i, first_affine, model, threads, buffers, blas):
+    """Affine op i's part of this thread: its rows of dW (thread 0: db), and its rows of
+    the batch's dx (none for the first affine op: nobody reads it)."""
+    outs, grads, dWs, dbs, dense_x, identity = (buffers[0], buffers[1], buffers[3],
+                                                buffers[4], buffers[5], buffers[6])
+    arg, n, t = model.ops[i, 1], len(rows), threads.thread
+    r0, r1 = _mine(n, threads)
+    W, dW = model.Ws[arg], dWs[arg]
+    k0, k1 = threads.splits[arg, t], threads.splits[arg, t + 1]
+    db = dbs[arg] if t == 0 else dbs[arg][:0]
+    inp = outs[i - 1][:n] if i > 0 else dense_x[:n]
+    whole = grads[i][:n]
+    if blas[arg]:  # (run by one thread: see engine.training_threads)
+        _weight_grads_blas(inp, whole, dW, dbs[arg])
+        if i > first_affine:
+            _input_grads_blas(whole, W, grads[i - 1][:n])
+    elif i == 0:
+        _sparse_weight_grads(data.indptr, data.indices, data.values, rows, whole, dW, db,
+                             k0, k1)
+    else:
+        _weight_grads(inp[:, k0:k1], identity[:n], whole, dW[k0:k1], db)
+        if i > first_affine:
+            _input_grads(grads[i][r0:r1], W, grads[i - 1][r0:r1])
+
+
+@njit
+def _update_part(update, model, a, args, threads, buffers):
+    """This thread's part of affine op a's update: its rows of the kernel, and (thread 0)
     the bias. Returns whether every updated value is finite."""
-    u = dW.shape[1]
-    lo, hi = splits[arg, thread] * u, splits[arg, thread + 1] * u  # in the flat views
-    finite = _update(update, P[p][lo:hi], dW.reshape(-1)[lo:hi], S0[p][lo:hi], S1[p][lo:hi],
-                     S2[p][lo:hi], args)
-    if thread == 0 and len(db):
-        finite &= _update(update, P[p + 1], db, S0[p + 1], S1[p + 1], S2[p + 1], args)
+    dW, db = buffers[3][a], buffers[4][a]
+    p, t, u = model.param_index[a], threads.thread, dW.shape[1]
+    lo, hi = threads.splits[a, t] * u, threads.splits[a, t + 1] * u  # in the flat views
+    finite = _update(update.code, update.P[p][lo:hi], dW.reshape(-1)[lo:hi], update.S, p,
+                     lo, hi, args)
+    if t == 0 and len(db):
+        finite &= _update(update.code, update.P[p + 1], db, update.S, p + 1, 0, len(db), args)
     return finite
 
 
@@ -369,9 +432,10 @@ def _copy_rows(src, dst, start, n):
 
 
 @njit
-def forward_rows(x, first, last, ops, Ws, bs, out_z, out_a):
+def forward_rows(x, first, last, model, out_z, out_a):
     """The logits (input of a final activation, else the output) and outputs of rows
-    first … last − 1 of x (dense, (N, k)), at inference (no dropout op in ``ops``).
+    first … last − 1 of x (dense, (N, k)), at inference (``model``: a ``Model`` with no
+    dropout op).
 
     Each row's non-zeros are compacted before a first affine op, so that op
     does the work of a sparse product without a sparse copy of x. Rows are
@@ -380,6 +444,7 @@ def forward_rows(x, first, last, ops, Ws, bs, out_z, out_a):
     cache, rather than in a separate pass over x).
     """
     chunk = 64
+    ops, Ws, bs = model.ops, model.Ws, model.bs
     k = x.shape[1]
     n_ops = len(ops)
     indices = np.empty(k + 1, np.int32)
@@ -406,7 +471,7 @@ def forward_rows(x, first, last, ops, Ws, bs, out_z, out_a):
             elif kind == AFFINE:
                 _affine(prev, identity[:n], Ws[arg], bs[arg], out)
             else:
-                _activate(prev, out, arg)
+                _activate(prev, out, arg, model.parameters[i])
             prev = out
         _copy_rows(outs[top], out_z, start, n)
         _copy_rows(prev, out_a, start, n)

@@ -29,6 +29,20 @@ import numba
 import numpy as np
 
 from tinynn.compiled import cache
+from tinynn.compiled.table import (
+    ADAGRAD_UPDATE,
+    ADAM_UPDATE,
+    ADAMW_UPDATE,
+    CODES,
+    LEAKY_RELU,
+    LINEAR,
+    RELU,
+    RMSPROP_UPDATE,
+    SGD_UPDATE,
+    SIGMOID,
+    SOFTMAX,
+    TANH,
+)
 
 cache.install()  # before any @njit: see cache.py for why
 
@@ -56,17 +70,14 @@ def njit(function):
 #: step's arithmetic makes a subnormal; a moment this small moves w by < 1e-22.
 FLUSH = 1e-30
 
-#: Activation codes used inside compiled loops, where strings are slow.
-CODES = {"linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "softmax": 4}
-LINEAR, RELU, SIGMOID, TANH, SOFTMAX = range(5)
-
 
 # ---------------------------------------------------------------- loop kernels
 
 
 @njit
-def _activate(z, a, code):
-    """a = f(z) for a (n, u) batch; a may be z itself."""
+def _activate(z, a, code, parameter):
+    """a = f(z) for a (n, u) batch, f by its code (``table.ACTIVATIONS``) and ``parameter``
+    (LeakyReLU's slope; unused by the others); a may be z itself."""
     n, u = z.shape
     for r in range(n):
         if code == SOFTMAX:
@@ -89,13 +100,18 @@ def _activate(z, a, code):
                     a[r, j] = 1 / (1 + e) if v >= 0 else e / (1 + e)
                 elif code == TANH:
                     a[r, j] = np.tanh(v)
-                else:
+                elif code == LEAKY_RELU:
+                    a[r, j] = v if v > 0 else v * a.dtype.type(parameter)
+                elif code == LINEAR:
                     a[r, j] = v
+                else:
+                    raise ValueError("unknown activation code (see table.py)")
 
 
 @njit
-def _activate_backward(da, a, code, dz):
-    """dz = f'(z) ⊙ da, from the output a; dz may be da itself."""
+def _activate_backward(da, a, code, parameter, dz):
+    """dz = f'(z) ⊙ da, from the output a (``_activate``'s code and parameter); dz may be
+    da itself."""
     n, u = a.shape
     for r in range(n):
         if code == SOFTMAX:
@@ -112,8 +128,12 @@ def _activate_backward(da, a, code, dz):
                     dz[r, j] = da[r, j] * a[r, j] * (1 - a[r, j])
                 elif code == TANH:
                     dz[r, j] = da[r, j] * (1 - a[r, j] * a[r, j])
-                else:
+                elif code == LEAKY_RELU:
+                    dz[r, j] = da[r, j] if a[r, j] > 0 else da[r, j] * dz.dtype.type(parameter)
+                elif code == LINEAR:
                     dz[r, j] = da[r, j]
+                else:
+                    raise ValueError("unknown activation code (see table.py)")
 
 
 @njit
@@ -433,25 +453,37 @@ def _correct(a, labels, rows):
 # ---------------------------------------------------------------- the twins
 
 
+@njit
+def _apply(z, code, parameter):
+    """f(z) for an array of any shape (softmax: over the last axis)."""
+    z = np.ascontiguousarray(z)
+    a = np.empty_like(z)
+    _activate(z.reshape(-1, z.shape[-1]), a.reshape(-1, z.shape[-1]), code, parameter)
+    return a
+
+
+@njit
+def _apply_backward(da, a, code, parameter):
+    """f'(z) ⊙ da from the output a, for arrays of any shape."""
+    if da.shape != a.shape:
+        raise ValueError("da and a must have the same shape")
+    da, a = np.ascontiguousarray(da), np.ascontiguousarray(a)
+    dz = np.empty_like(a)
+    u = a.shape[-1]
+    _activate_backward(da.reshape(-1, u), a.reshape(-1, u), code, parameter, dz.reshape(-1, u))
+    return dz
+
+
 def _unary(code):
-    """The twin pair for one activation, for arrays of any shape (softmax: over the last axis)."""
+    """The twin pair of an activation without a parameter."""
 
     @njit
     def forward(z):
-        z = np.ascontiguousarray(z)
-        a = np.empty_like(z)
-        _activate(z.reshape(-1, z.shape[-1]), a.reshape(-1, z.shape[-1]), code)
-        return a
+        return _apply(z, code, 0.0)
 
     @njit
     def backward(da, a):
-        if da.shape != a.shape:
-            raise ValueError("da and a must have the same shape")
-        da, a = np.ascontiguousarray(da), np.ascontiguousarray(a)
-        dz = np.empty_like(a)
-        u = a.shape[-1]
-        _activate_backward(da.reshape(-1, u), a.reshape(-1, u), code, dz.reshape(-1, u))
-        return dz
+        return _apply_backward(da, a, code, 0.0)
 
     return forward, backward
 
@@ -471,6 +503,18 @@ ACTIVATIONS = {
 }
 
 
+@njit
+def leaky_relu(z, negative_slope):
+    """Twin of ``reference.leaky_relu``."""
+    return _apply(z, LEAKY_RELU, negative_slope)
+
+
+@njit
+def leaky_relu_backward(da, a, negative_slope):
+    """Twin of ``reference.leaky_relu_backward``."""
+    return _apply_backward(da, a, LEAKY_RELU, negative_slope)
+
+
 def _no_bias(W):
     return np.empty(0, dtype=W.dtype)
 
@@ -484,7 +528,7 @@ def _dense_forward(x, W, b, code):
     else:
         _affine(x, np.arange(x.shape[0]), W, b, z)
     a = np.empty_like(z)
-    _activate(z, a, code)
+    _activate(z, a, code, 0.0)
     return z, a
 
 
@@ -507,7 +551,7 @@ def dense_forward(x, W, b, activation):
 @njit
 def _dense_backward(x, W, a, da, code, need_dx):
     dz = np.empty_like(a)
-    _activate_backward(da, a, code, dz)
+    _activate_backward(da, a, code, 0.0, dz)
     dW = np.empty(W.shape, dtype=W.dtype)
     db = np.empty(W.shape[1], dtype=W.dtype)
     dx = np.empty((x.shape[0], W.shape[0]), dtype=W.dtype)
@@ -737,21 +781,38 @@ def _rmsprop(w, g, velocity, momentum_slot, average_gradient, lr, rho, momentum,
     return check == zero
 
 
-#: The update twins, by name; an optimizer names its kernel, and the fused
-#: step finds the loop by that name's position here (see ``_update``).
-UPDATES = ("sgd_update", "adam_update", "adamw_update", "rmsprop_update")
+@njit
+def _adagrad(w, g, accumulator, lr, epsilon):
+    """One Adagrad step over flat arrays, in place; False if any w or accumulator is not
+    finite."""
+    f = w.dtype.type
+    lr, epsilon, zero = f(lr), f(epsilon), f(0)
+    check = zero
+    for i in range(w.size):
+        accumulator[i] += g[i] * g[i]
+        w[i] -= lr * g[i] / np.sqrt(accumulator[i] + epsilon)
+        check += w[i] * zero + accumulator[i] * zero
+    return check == zero
 
 
 @njit
-def _update(code, w, g, s0, s1, s2, args):
-    """The update named UPDATES[code] on flat arrays, slots s0…s2, scalar arguments args."""
-    if code == 0:
-        return _sgd(w, g, s0, args[0], args[1], args[2])
-    if code == 1:
-        return _adam(w, g, s0, s1, args[0], args[1], args[2], args[3])
-    if code == 2:
-        return _adamw(w, g, s0, s1, args[0], args[1], args[2], args[3], args[4])
-    return _rmsprop(w, g, s0, s1, s2, args[0], args[1], args[2], args[3], args[4])
+def _update(code, w, g, S, p, lo, hi, args):
+    """The update ``table.UPDATES[code]`` of the flat parameter w from its gradient g, with
+    slot k being ``S[k][p][lo:hi]`` and the step's scalar arguments ``args``. Returns
+    whether every value it wrote is finite."""
+    if code == SGD_UPDATE:
+        return _sgd(w, g, S[0][p][lo:hi], args[0], args[1], args[2])
+    if code == ADAM_UPDATE:
+        return _adam(w, g, S[0][p][lo:hi], S[1][p][lo:hi], args[0], args[1], args[2], args[3])
+    if code == ADAMW_UPDATE:
+        return _adamw(w, g, S[0][p][lo:hi], S[1][p][lo:hi], args[0], args[1], args[2],
+                      args[3], args[4])
+    if code == RMSPROP_UPDATE:
+        return _rmsprop(w, g, S[0][p][lo:hi], S[1][p][lo:hi], S[2][p][lo:hi], args[0],
+                        args[1], args[2], args[3], args[4])
+    if code == ADAGRAD_UPDATE:
+        return _adagrad(w, g, S[0][p][lo:hi], args[0], args[1])
+    raise ValueError("unknown update code (see table.py)")
 
 
 @njit
@@ -799,6 +860,14 @@ def rmsprop_update(w, g, velocity, momentum_slot, average_gradient, lr, rho, mom
     _rmsprop(w.reshape(-1), np.ascontiguousarray(g).reshape(-1), velocity.reshape(-1),
              momentum_slot.reshape(-1), average_gradient.reshape(-1), lr, rho, momentum, epsilon,
              centered)
+
+
+@njit
+def adagrad_update(w, g, accumulator, lr, epsilon):
+    """Twin of ``reference.adagrad_update``; w and accumulator must be contiguous."""
+    _check_sizes(w, g, accumulator)
+    _adagrad(w.reshape(-1), np.ascontiguousarray(g).reshape(-1), accumulator.reshape(-1), lr,
+             epsilon)
 
 
 # ---------------------------------------------------------------- dropout

@@ -1,4 +1,4 @@
-"""Activations as layers: ``Activation``, ``ReLU``, ``Softmax``."""
+"""Activations as layers: ``Activation``, ``ReLU``, ``Softmax``, ``LeakyReLU``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from tinynn import activations
+from tinynn import activations, validation
 from tinynn.backend import kernels
 from tinynn.layers.base import Layer
 
@@ -77,3 +77,36 @@ class Softmax(Activation):
         if axis != -1:
             raise ValueError(f"axis must be -1 (the last axis), got {axis!r}")
         super().__init__("softmax", input_shape, name)
+
+
+class LeakyReLU(Layer):
+    """``x`` where x > 0, else ``negative_slope · x`` (Keras's ``layers.LeakyReLU``).
+
+    Unlike ReLU, a unit below 0 still passes a small gradient, so it cannot die.
+
+    Args:
+        negative_slope: the slope below 0, ≥ 0 (default 0.3, Keras's).
+
+    >>> import numpy as np
+    >>> LeakyReLU(negative_slope=0.5)(np.array([[-2.0, 2.0]]))
+    array([[-1.,  2.]])
+    """
+
+    def __init__(self, negative_slope: float = 0.3, input_shape: Sequence[int] | None = None,
+                 name: str | None = None):
+        super().__init__(input_shape, name)
+        self.negative_slope = validation.nonnegative_float(negative_slope, "negative_slope")
+
+    def check(self) -> None:
+        super().check()
+        validation.nonnegative_float(self.negative_slope, "negative_slope")
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        self._a = kernels().leaky_relu(x, self.negative_slope)
+        return self._a
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        return kernels().leaky_relu_backward(dy, self._a, self.negative_slope)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "negative_slope": self.negative_slope}
