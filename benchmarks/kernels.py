@@ -29,7 +29,7 @@ import specs  # noqa: E402
 import tinynn  # noqa: E402
 from tinynn import training  # noqa: E402
 from tinynn.callbacks import CallbackList  # noqa: E402
-from tinynn.compiled import engine, fused, table  # noqa: E402
+from tinynn.compiled import engine, fused, loops, table, updates  # noqa: E402
 from tinynn.compiled import kernels as compiled  # noqa: E402
 
 MODELS = specs.MODELS
@@ -84,17 +84,17 @@ def step_kernels(model, data, rows: np.ndarray, repeat: int) -> dict[str, float]
         timed("gather the batch's rows", fused._gather, indptr, indices, values, rows, prev)
     for i, (kind, arg, _), parameter in zip(range(len(ops)), ops, plan.parameters):
         if kind == fused.AFFINE and i == 0:
-            timed(f"{layer(arg)}: sparse x · W + b", compiled._sparse_affine, indptr, indices,
+            timed(f"{layer(arg)}: sparse x · W + b", loops._sparse_affine, indptr, indices,
                   values, rows, plan.Ws[arg], plan.bs[arg], outs[i])
         elif kind == fused.AFFINE:
-            timed(f"{layer(arg)}: x · W + b", compiled._affine, prev, identity, plan.Ws[arg],
+            timed(f"{layer(arg)}: x · W + b", loops._affine, prev, identity, plan.Ws[arg],
                   plan.bs[arg], outs[i])
         elif kind == fused.ACTIVATE:
-            timed(f"op {i + 1}: {activation(arg)}", compiled._activate, prev, outs[i], arg,
+            timed(f"op {i + 1}: {activation(arg)}", loops._activate, prev, outs[i], arg,
                   parameter)
         else:
             d = plan.dropouts[arg]
-            timed(f"op {i + 1}: dropout mask", compiled._dropout, prev, d.rate, d.seed, 0,
+            timed(f"op {i + 1}: dropout mask", loops._dropout, prev, d.rate, d.seed, 0,
                   0, outs[i], scales[i])
         prev = outs[i]
 
@@ -112,7 +112,7 @@ def step_kernels(model, data, rows: np.ndarray, repeat: int) -> dict[str, float]
     for i in range(top, first_affine - 1, -1):
         kind, arg = ops[i, 0], ops[i, 1]
         if kind == fused.ACTIVATE:
-            timed(f"op {i + 1}: {activation(arg)} gradient", compiled._activate_backward,
+            timed(f"op {i + 1}: {activation(arg)} gradient", loops._activate_backward,
                   grads[i], outs[i], arg, plan.parameters[i], grads[i - 1])
         elif kind == fused.DROPOUT:
             timed(f"op {i + 1}: dropout gradient (allocates)", compiled.dropout_backward,
@@ -121,20 +121,20 @@ def step_kernels(model, data, rows: np.ndarray, repeat: int) -> dict[str, float]
             W, b = plan.Ws[arg], plan.bs[arg]
             dW, db = np.empty_like(W), np.empty_like(b)
             if i == 0:
-                timed(f"{layer(arg)}: sparse dW, db", compiled._sparse_weight_grads, indptr,
+                timed(f"{layer(arg)}: sparse dW, db", loops._sparse_weight_grads, indptr,
                       indices, values, rows, grads[i], dW, db, 0, len(dW))
             else:
-                timed(f"{layer(arg)}: dW, db", compiled._weight_grads, outs[i - 1], identity,
+                timed(f"{layer(arg)}: dW, db", loops._weight_grads, outs[i - 1], identity,
                       grads[i], dW, db)
                 if i > first_affine:
-                    timed(f"{layer(arg)}: dx", compiled._input_grads, grads[i], W,
+                    timed(f"{layer(arg)}: dx", loops._input_grads, grads[i], W,
                           grads[i - 1].copy())
             p = runner.fused_model.param_index[arg]
             for name, g, q in (("W", dW, p), ("b", db, p + 1)):
                 if g.size:
                     slots = tuple(tuple(a.copy() for a in s) for s in runner.S)
                     timed(f"{layer(arg)}: {kind_name} on {name} ({g.size:,} weights)",
-                          compiled._update, runner.update, runner.P[q].copy(), g.reshape(-1),
+                          updates._update, runner.update, runner.P[q].copy(), g.reshape(-1),
                           slots, q, 0, g.size, arguments)
     return timings
 

@@ -8,6 +8,8 @@ relative to the largest entry of the result (and to themselves).
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -16,7 +18,7 @@ from hypothesis import strategies as st
 import tinynn
 from tinynn import reference
 from tinynn.compiled import kernels as compiled
-from tinynn.compiled import table
+from tinynn.compiled import loops, table, updates
 
 pytestmark = pytest.mark.compiled
 
@@ -185,7 +187,7 @@ def test_fault_checks_see_nan_in_the_optimizer_state():
     """A NaN second moment is not flushed to 0 (``v >= tiny`` is False for NaN): it is caught."""
     w, g = np.ones(3, np.float32), np.zeros(3, np.float32)
     m, v = np.zeros(3, np.float32), np.array([np.nan, 1e-31, 1.0], np.float32)
-    assert not compiled._adam(w, g, m, v, 0.001, 0.9, 0.999, 1e-7)
+    assert not updates._adam(w, g, m, v, 0.001, 0.9, 0.999, 1e-7)
     assert np.isnan(v[0]) and v[1] == 0
 
 
@@ -225,7 +227,7 @@ def test_adam_flushes_moments_that_would_turn_subnormal():
        zeros=st.sampled_from([0.0, 0.5, 0.95, 1.0]))
 def test_sparse_rows_hold_exactly_the_non_zeros(n, k, seed, zeros):
     x = sparse_normal(np.random.default_rng(seed), (n, k), np.float32, zeros)
-    indptr, indices, values = compiled._sparse_rows(x)
+    indptr, indices, values = loops._sparse_rows(x)
     dense = np.zeros_like(x)
     for r in range(n):
         cols = indices[indptr[r] : indptr[r + 1]]
@@ -334,6 +336,8 @@ def test_predict_splits_rows_between_threads_without_changing_them(monkeypatch):
     np.testing.assert_array_equal(one, many)
 
 
+@pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1",
+                    reason="with the JIT off there is no compiled code to cache")
 def test_kernel_cache_is_stamped_by_every_kernel_file(tmp_path, monkeypatch):
     """A change to kernels.py alone invalidates the cached fused steps too, and a change in
     the textbook room (reference.py) invalidates nothing."""
@@ -366,7 +370,7 @@ def test_kernel_cache_is_stamped_by_every_kernel_file(tmp_path, monkeypatch):
 def test_wide_dense_twins_through_blas(dtype, layout):
     """Kernels of ≥ BLAS_MIN_WEIGHTS weights multiply through BLAS: same results."""
     n, k, u = 9, 500, 450
-    assert compiled.uses_blas(np.empty((k, u))) and k * u < 2 * compiled.BLAS_MIN_WEIGHTS
+    assert loops.uses_blas(np.empty((k, u))) and k * u < 2 * loops.BLAS_MIN_WEIGHTS
     rng = np.random.default_rng(0)
     x = arrange(sparse_normal(rng, (n, k), dtype, 0.5), layout)
     W = arrange(rng.normal(0, 0.05, (k, u)).astype(dtype), layout)

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 import numpy as np
 
 from tinynn import activations, layers, optimizers
-from tinynn.backend import kernels
+from tinynn.backend import import_kernels
 from tinynn.compiled import table
 
 #: Below this many rows per thread, starting threads costs more than it saves.
@@ -35,16 +35,13 @@ MAX_TRAINING_THREADS = 2
 THREADS_VAR = "TINYNN_THREADS"
 
 
+def _compiled(name: str):
+    """A module of this package, imported on first use (it imports Numba)."""
+    return import_kernels(f"tinynn.compiled.{name}")
+
+
 def _fused():
-    from tinynn.backend import import_kernels
-
-    return import_kernels("tinynn.compiled.fused")
-
-
-def _sync():
-    from tinynn.backend import import_kernels
-
-    return import_kernels("tinynn.compiled.sync")
+    return _compiled("fused")
 
 
 def _announce_compiling(kernel) -> None:
@@ -219,7 +216,7 @@ class CompiledRunner:
         (made once per fit), class labels, and target rows for a categorical loss."""
         labels = y if y.ndim == 1 else np.argmax(y, axis=1)
         targets = y if y.ndim == 2 else np.empty((1, 1), np.float32)
-        return _fused().Data(*kernels()._sparse_rows(_rows_2d(x)), labels, targets)
+        return _fused().Data(*_compiled("loops")._sparse_rows(_rows_2d(x)), labels, targets)
 
     def run(self, data, order, batch_size: int, first: int, last: int,
             loss_sum: float = 0.0) -> tuple:
@@ -241,14 +238,14 @@ class CompiledRunner:
                   self.loss_rule, fused.Update(self.update, self.P, self.S, arguments))
         kernel = fused.train_steps
         _announce_compiling(kernel)
-        sync = _sync().new(self.threads)
+        sync = _compiled("sync").new(self.threads)
 
         def thread(t: int) -> tuple:
             try:
                 return kernel(*groups, fused.Threads(t, self.threads, splits, sync, work,
                                                      sample_losses))
             except BaseException:
-                _sync().abort(sync)  # the other threads stop waiting for this one
+                _compiled("sync").abort(sync)  # the other threads stop waiting for this one
                 raise
 
         others = []
@@ -257,7 +254,7 @@ class CompiledRunner:
                 others.append(_training_pool().submit(thread, t))
             result = thread(0)
         except BaseException:
-            _sync().abort(sync)  # (also when a partner could not even be started)
+            _compiled("sync").abort(sync)  # (also when a partner could not even be started)
             raise
         finally:
             wait(others)  # every partner has stopped touching the weights

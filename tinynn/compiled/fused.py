@@ -1,4 +1,5 @@
-"""Whole training steps in one compiled call, built from the loop kernels of ``kernels``.
+"""Whole training steps in one compiled call, built from the loop kernels of ``loops.py``
+and ``updates.py``.
 
 Why this exists: the readable path calls a kernel per layer, per loss and per
 optimizer update, and each call from Python costs microseconds. On the
@@ -37,7 +38,8 @@ from collections import namedtuple
 
 import numpy as np
 
-from tinynn.compiled.kernels import (
+from tinynn.compiled.jit import inline, njit
+from tinynn.compiled.loops import (
     _activate,
     _activate_backward,
     _affine,
@@ -56,10 +58,8 @@ from tinynn.compiled.kernels import (
     _sparse_row_affine,
     _sparse_weight_grads,
     _touch_rows,
-    _update,
     _weight_grads,
     _weight_grads_blas,
-    njit,
     uses_blas,
 )
 from tinynn.compiled.sync import barrier, publish, read
@@ -72,6 +72,7 @@ from tinynn.compiled.table import (
     LOSS_NOT_FINITE,
     WEIGHTS_NOT_FINITE,
 )
+from tinynn.compiled.updates import _update
 
 #: The training inputs as compressed sparse rows, class labels (N,), and target rows
 #: (N, c) for a categorical loss (else a (1, 1) placeholder).
@@ -98,7 +99,7 @@ Update = namedtuple("Update", "code P S arguments")
 Threads = namedtuple("Threads", "thread count splits sync work sample_losses")
 
 
-@njit
+@inline
 def _gather(indptr, indices, values, rows, out):
     """Dense rows out[r] = x[rows[r]] from compressed sparse rows."""
     out[:] = 0
@@ -107,13 +108,13 @@ def _gather(indptr, indices, values, rows, out):
             out[r, indices[p]] = values[p]
 
 
-@njit
+@inline
 def input_width(ops, Ws):
     """The width of the model's input: rows of the first kernel, or the first op's width."""
     return Ws[0].shape[0] if ops[0, 0] == AFFINE else ops[0, 2]
 
 
-@njit
+@inline
 def _layout(ops, Ws, bs, batch_size):
     """Where each buffer of a training step starts in the flat workspace: per op its
     output, its gradient and its dropout scales; per affine op dW and db; then the
@@ -140,7 +141,7 @@ def workspace(ops, Ws, bs, batch_size):
     return np.empty(_layout(ops, Ws, bs, batch_size)[-1], np.float32)
 
 
-@njit
+@inline
 def _carve(work, ops, Ws, bs, batch_size):
     """The workspace's buffers as arrays (views: every thread sees the same memory), and
     the row numbers 0 … batch_size − 1."""
@@ -178,7 +179,7 @@ def blas_in_training(ops, Ws):
     return blas
 
 
-@njit
+@inline
 def _forward(data, mine, r0, model, dropout, offset, blas, buffers):
     """Every op's output for the batch rows r0 … r0 + len(mine) − 1, samples ``mine`` of
     the data, in training mode (``offset``: steps since ``Epoch.first``, for the dropout
@@ -209,7 +210,7 @@ def _forward(data, mine, r0, model, dropout, offset, blas, buffers):
         prev = out
 
 
-@njit
+@inline
 def _loss(z, data, rows, batch, loss, grad):
     """Per-sample losses of z (rows of a batch of ``batch``) against their targets; grad
     gets dL/dz of the batch mean."""
@@ -223,7 +224,7 @@ def _loss(z, data, rows, batch, loss, grad):
     return _probability_cross_entropy(z, data.labels, rows, batch, loss.clip_epsilon, grad)
 
 
-@njit
+@inline
 def _batch_mean(sample_losses, n):
     """The mean of the first n per-sample losses, in float32 as Keras reports it: each
     loss rounded to float32, summed (in vector lanes: ``reassoc``, as in every kernel
@@ -236,20 +237,20 @@ def _batch_mean(sample_losses, n):
     return np.float32(total / n)
 
 
-@njit
+@inline
 def _batch(epoch, step):
     """The samples of step ``step``: the last step of an epoch takes what remains."""
     size = epoch.batch_size
     return epoch.order[step * size : min((step + 1) * size, len(epoch.order))]
 
 
-@njit
+@inline
 def _mine(n, threads):
     """This thread's rows r0 … r1 − 1 of a batch of n."""
     return n * threads.thread // threads.count, n * (threads.thread + 1) // threads.count
 
 
-@njit
+@inline
 def _meet(threads, meeting):
     """Wait until every thread has reached the next meeting (``meeting[0]`` counts them);
     False if a partner thread never came (``sync.abort``)."""
@@ -302,7 +303,7 @@ def train_steps(data, epoch, model, dropout, loss, update, threads):
     return loss_sum + 0 * touched, correct, seen, step, fault
 
 
-@njit
+@inline
 def _step(data, epoch, step, model, dropout, loss, update, threads, buffers, blas, meeting):
     """This thread's part of one step (see ``train_steps``): forward, loss, backward and
     update. Returns (how it ended, the batch's mean loss, number right, batch size)."""
@@ -331,7 +332,7 @@ def _step(data, epoch, step, model, dropout, loss, update, threads, buffers, bla
     return fault, batch_loss, right, n
 
 
-@njit
+@inline
 def _backward(data, rows, top, model, update, args, threads, buffers, blas, meeting):
     """Backward, op by op from ``top`` down to the first affine op, with each affine op's
     update once every thread has read its old weights; then the step's last meeting.
@@ -374,7 +375,7 @@ def _backward(data, rows, top, model, update, args, threads, buffers, blas, meet
     return ABORTED if not alive else FINISHED if finite else WEIGHTS_NOT_FINITE
 
 
-@njit
+@inline
 def _scale(dout, s, dx):
     """Dropout's backward on this thread's rows: dx = dout · s."""
     for r in range(dout.shape[0]):
@@ -382,7 +383,7 @@ def _scale(dout, s, dx):
             dx[r, j] = dout[r, j] * s[r, j]
 
 
-@njit
+@inline
 def _affine_backward(data, rows, i, first_affine, model, threads, buffers, blas):
     """Affine op i's part of this thread: its rows of dW (thread 0: db), and its rows of
     the batch's dx (none for the first affine op: nobody reads it)."""
@@ -408,7 +409,7 @@ def _affine_backward(data, rows, i, first_affine, model, threads, buffers, blas)
             _input_grads(grads[i][r0:r1], W, grads[i - 1][r0:r1])
 
 
-@njit
+@inline
 def _update_part(update, model, a, args, threads, buffers):
     """This thread's part of affine op a's update: its rows of the kernel, and (thread 0)
     the bias. Returns whether every updated value is finite."""
@@ -417,12 +418,13 @@ def _update_part(update, model, a, args, threads, buffers):
     lo, hi = threads.splits[a, t] * u, threads.splits[a, t + 1] * u  # in the flat views
     finite = _update(update.code, update.P[p][lo:hi], dW.reshape(-1)[lo:hi], update.S, p,
                      lo, hi, args)
-    if t == 0 and len(db):
-        finite &= _update(update.code, update.P[p + 1], db, update.S, p + 1, 0, len(db), args)
+    if t == 0 and len(db):  # (np.int64(0): a literal 0 would compile _update a second time)
+        finite &= _update(update.code, update.P[p + 1], db, update.S, p + 1, np.int64(0),
+                          len(db), args)
     return finite
 
 
-@njit
+@inline
 def _copy_rows(src, dst, start, n):
     """dst[start : start + n] = src[:n], as loops: assigning an array to a slice makes
     Numba compile its shape-mismatch message, seconds of first-run compile time."""

@@ -31,7 +31,7 @@ from numba import config, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from tinynn.compiled.kernels import njit
+from tinynn.compiled.jit import njit
 
 #: int64 entries per cache line: each thread's counter and flag sits on a line of its own.
 LINE = 8

@@ -1,0 +1,41 @@
+"""The one set of Numba options every compiled kernel of tinynn is built with.
+
+Everything in ``tinynn/compiled`` compiles through ``njit`` (a kernel of its own,
+kept on disk) or ``inline`` (a short step copied into its caller).
+"""
+
+from __future__ import annotations
+
+import numba
+
+from tinynn.compiled import cache
+
+cache.install()  # before any @njit: see cache.py for why
+
+
+cache.install()  # before any @njit: see cache.py for why
+
+#: LLVM fast-math flags: fused multiply-adds ("contract") and reordered sums
+#: ("reassoc", so that reductions vectorise), and signed zeros ignored. Left out:
+#: "nnan"/"ninf" (NaN checks would fold away), "afn" (may approximate exp and
+#: log) and "arcp" (x / y as x · (1/y), which together with "contract" turns
+#: softmax − onehot = 0 into a rounding residue that Adam then scales up).
+#: Even so, "reassoc" lets LLVM fold np.isfinite to True: use ``_finite``.
+FASTMATH = {"nsz", "contract", "reassoc"}
+#: One set of options for every kernel.
+JIT = {"error_model": "numpy", "fastmath": FASTMATH, "nogil": True}
+
+
+def njit(function):
+    """``numba.njit(**JIT)``, its compiled code kept on disk (``cache=True``, read as
+    ``cache.py`` says)."""
+    return cache.on_disk(numba.njit(**JIT)(function))
+
+
+def inline(function):
+    """``numba.njit(**JIT)`` whose body numba copies into each caller before compiling it
+    (``inline="always"``): for the short steps of a fused kernel. Each compiled function
+    that calls another links the callee's code and optimizes all of it again, so deep
+    call chains compile the same code many times; inlined steps compile once, with their
+    caller."""
+    return numba.njit(inline="always", **JIT)(function)
