@@ -20,7 +20,8 @@ demo: $(VENV)/.installed-plots
 draw: $(VENV)/.installed-plots
 	$(PY) examples/draw.py $(ARGS)
 
-test: $(VENV)/.installed-test
+# (The docs and notebooks extras: the site and notebook tests build and run them.)
+test: $(VENV)/.installed-test $(VENV)/.installed-docs $(VENV)/.installed-notebooks
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 
@@ -32,7 +33,7 @@ check: $(VENV)/.installed-test
 
 # The whole suite as on another CPU: without AVX-512 (or AVX2 and FMA, on a CPU without
 # AVX-512), every kernel compiled afresh (tools/other_cpu.py).
-test-other-cpu: $(VENV)/.installed-test
+test-other-cpu: $(VENV)/.installed-test $(VENV)/.installed-docs $(VENV)/.installed-notebooks
 	$(PY) tools/other_cpu.py $(PY) -m pytest -q
 
 # The compiled room's tests with Numba's JIT off: its kernels run as Python.

@@ -14,6 +14,9 @@ same network by hand.
   RMSprop(), batch 128).
 * ``hidden-user``: ``hidden`` with its first Dense replaced by a user's layer
   (``user_dense.UserDense``); tinynn only.
+* ``hidden-scale``: ``hidden`` with a user's ``Scale`` layer (``user_dense.Scale``, one
+  weight per feature) after its first Dense; tinynn only (the layer contract: an epoch
+  ≤ 3× the hidden model's).
 * ``hidden-leaky-adagrad``: ``hidden`` built from the newest built-ins, its relu a
   ``LeakyReLU()`` layer and Adam replaced by ``Adagrad()``; tinynn only (the
   built-in contract: an epoch ≤ 1.5× the hidden model's).
@@ -31,8 +34,8 @@ class Spec:
     """One benchmark model.
 
     Attributes:
-        layers: ("dense", units, activation), ("dropout", rate) or ("leaky_relu", slope),
-            in order.
+        layers: ("dense", units, activation), ("dropout", rate), ("leaky_relu", slope) or
+            ("user_scale",) (a user's Scale layer, tinynn only), in order.
         optimizer: "adam", "rmsprop" or "adagrad" (Keras's defaults).
         loss: "sparse" (integer labels; Keras's logits rule on a sigmoid or
             softmax output), "sparse_logits" (integer labels, the output is the
@@ -72,11 +75,14 @@ MODELS = {
                       "rmsprop", "categorical", 128, 3,
                       title="mnist_mlp: 512 relu ×2, dropout; RMSprop, batch 128"),
 }
+MODELS["hidden-scale"] = replace(
+    _HIDDEN, layers=(_HIDDEN.layers[0], ("user_scale",), _HIDDEN.layers[1]),
+    title="hidden-scale: hidden with a user's Scale layer (tinynn only)")
 MODELS["hidden-leaky-adagrad"] = Spec(
     (("dense", 100, "linear"), ("leaky_relu", 0.3), ("dense", 10, "sigmoid")), "adagrad",
     "sparse", 32, 5, title="hidden-leaky-adagrad: hidden with LeakyReLU and Adagrad")
 #: Models only tinynn runs here (a tinynn layer class, or parts the peers' workers lack).
-TINYNN_ONLY = {"hidden-user", "hidden-leaky-adagrad"}
+TINYNN_ONLY = {"hidden-user", "hidden-scale", "hidden-leaky-adagrad"}
 
 
 def with_units(spec: Spec, units: int | None) -> Spec:
@@ -119,7 +125,7 @@ def load_mnist(spec: Spec, data_dir: str | None, limit: int | None = None):
     return x_train, y_train.astype(np.int64), x_test, y_test.astype(np.int64)
 
 
-def keras_layers(lib, spec: Spec, user_layer=None) -> list:
+def keras_layers(lib, spec: Spec, user_layer=None, user_scale=None) -> list:
     """The spec's layers in Keras's API, for ``lib`` = tinynn or keras.
 
     Args:
@@ -127,6 +133,7 @@ def keras_layers(lib, spec: Spec, user_layer=None) -> list:
         spec: the model.
         user_layer: a class taking (units, activation), used for the first Dense
             when ``spec.user_first``.
+        user_scale: the user's Scale layer class, for ("user_scale",).
     """
     stack = [lib.Input(shape=(28, 28) if spec.images else (784,))]
     if spec.images:
@@ -134,6 +141,8 @@ def keras_layers(lib, spec: Spec, user_layer=None) -> list:
     for i, layer in enumerate(spec.layers):
         if layer[0] == "dropout":
             stack.append(lib.layers.Dropout(layer[1]))
+        elif layer[0] == "user_scale":
+            stack.append(user_scale())
         elif layer[0] == "leaky_relu":
             stack.append(lib.layers.LeakyReLU(negative_slope=layer[1]))
         elif i == 0 and spec.user_first:

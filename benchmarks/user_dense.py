@@ -1,4 +1,5 @@
-"""A Dense layer as a user would write it from tinynn's public layer contract alone.
+"""A Dense layer, and a Scale layer, as a user would write them from tinynn's public layer
+contract alone.
 
 The benchmark's ``hidden-user`` model puts this in place of the hidden model's
 first Dense layer, to measure what a user's own part costs: with a part that is
@@ -52,3 +53,21 @@ class UserDense(tinynn.layers.Layer):
         self.grads["kernel"] = self.x.T @ dz
         self.grads["bias"] = dz.sum(axis=0)
         return dz @ self.params["kernel"].T
+
+
+class Scale(tinynn.layers.Layer):
+    """y = x · w, one trainable weight per feature (the benchmark's ``hidden-scale``: a
+    user's layer whose own NumPy costs a few µs a step, so that what the epoch costs
+    beyond the built-in model is what running around a user's part costs)."""
+
+    def build(self, input_shape):
+        self.params["scale"] = np.ones(input_shape, np.float32)
+        super().build(input_shape)
+
+    def forward(self, x, training=False):
+        self.x = x
+        return x * self.params["scale"]
+
+    def backward(self, dy):
+        self.grads["scale"] = (dy * self.x).sum(axis=0)
+        return dy * self.params["scale"]

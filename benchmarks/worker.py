@@ -99,9 +99,9 @@ class Tinynn(KerasStyle):
 
         tinynn.set_backend(backend)
         tinynn.utils.set_random_seed(seed)
-        from user_dense import UserDense
+        from user_dense import Scale, UserDense
 
-        self.model = tinynn.Sequential(keras_layers(tinynn, spec, UserDense))
+        self.model = tinynn.Sequential(keras_layers(tinynn, spec, UserDense, Scale))
         self.model.compile(**keras_compile_arguments(tinynn, spec))
         self.callback_base = tinynn.callbacks.Callback
         self.backend = backend

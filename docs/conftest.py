@@ -3,8 +3,13 @@
 Blocks of one chapter share one namespace, as a reader running them top to bottom
 would. A ```python block's printed output is kept; an ```output block right after
 it is what that output must be (doctest's rules: ``...`` matches anything, runs of
-whitespace are equal). Each chapter runs in ``docs/tutorial/``, so its figures, saved to
-``../figures/``, land in ``docs/figures/`` (git-ignored), where the site picks them up.
+whitespace are equal). The blocks inside an exercise's folded ``??? note "Solution"`` run
+too, in their place (Sybil reads indented fences; ``tests/test_course.py`` checks that
+every solution's blocks are among the examples collected here).
+
+Each chapter runs in ``docs/``: a chapter saves its figures to ``figures/`` under the folder
+it runs in (making it if needed, so it runs from any folder), which here is ``docs/figures/``
+(git-ignored), where the site's ``../figures/…`` links from ``docs/tutorial/`` find them.
 
 Chapters that load MNIST need ``TINYNN_DATA``: without it they skip, with one line.
 In CI (``CI`` set) a missing MNIST is a failure, as in ``tests/conftest.py``.
@@ -76,8 +81,7 @@ def enter_docs(namespace: dict) -> None:
     namespace["__backend__"] = tinynn.get_backend()
     tinynn.set_backend(os.environ.get("TINYNN_BACKEND", "numba"))
     namespace["__cwd__"] = os.getcwd()
-    os.chdir(DOCS / "tutorial")
-    (DOCS / "figures").mkdir(exist_ok=True)
+    os.chdir(DOCS)
 
 
 def leave_docs(namespace: dict) -> None:
@@ -113,4 +117,4 @@ pytest_collect_file = (
 ).pytest()
 
 # The site's MkDocs hooks need the ``docs`` extra, not the tests.
-collect_ignore = ["hooks.py", "griffe_doctests.py"]
+collect_ignore = ["hooks.py", "math_hooks.py", "griffe_doctests.py"]

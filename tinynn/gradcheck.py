@@ -5,9 +5,11 @@ For a parameter entry w, the central difference
     D(h) = (L(w + h) − L(w − h)) / 2h  ≈  ∂L/∂w + c·h²
 
 is refined by Richardson extrapolation, (4·D(h/2) − D(h)) / 3, which cancels
-the h² term (near a clipped probability the loss curves so sharply that plain
-central differences would be the inaccurate side). The result is compared
-with the gradient backprop left in the layer's ``grads``. Both are computed
+the h² term where the loss is smooth (where it curves sharply, plain central
+differences would be the inaccurate side). It cannot help at a kink (ReLU at 0,
+the edge of a clipped probability): no finite difference that straddles one
+agrees with either one-sided slope, and a check there can raise a false alarm.
+The result is compared with the gradient backprop left in the layer's ``grads``. Both are computed
 in float64 on a copy of the model, so the model itself is untouched.
 
 **Reading the errors.** The relative error of a correct gradient is float64

@@ -22,7 +22,7 @@ import numpy as np
 from tinynn import data, losses, optimizers, saving, training, validation
 from tinynn.backend import kernels
 from tinynn.callbacks import Callback, CallbackList, History, ProgbarLogger, progress
-from tinynn.layers import InputLayer, Layer, call_forward, check_weight, unique_name
+from tinynn.layers import InputLayer, Layer, call_forward, check_weight, takes, unique_name
 from tinynn.training import NonFiniteWarning, NotCompiledError
 from tinynn.utils import generator
 
@@ -174,10 +174,12 @@ class Sequential:
         last = len(self.leaf_layers) - 1
         for i in range(last, -1, -1):
             layer = self.leaf_layers[i]
+            options = {}
             if i == last and self.loss is not None and self.loss.on_logits:
-                dy = layer.backward(dy, wrt_logits=True)
-            else:
-                dy = layer.backward(dy)
+                options["wrt_logits"] = True
+            if i == 0 and takes(type(layer).backward, "need_dx"):
+                options["need_dx"] = False  # nobody reads the gradient of the inputs
+            dy = layer.backward(dy, **options)
 
     def compute_loss(self, x: np.ndarray, y: np.ndarray, training: bool = False) -> float:
         """The batch-mean loss of ``x`` (n, …) against targets ``y``, by a forward pass."""

@@ -44,6 +44,9 @@ from tinynn.compiled.loops import (
     _key,
     _probability_cross_entropy,
     _softmax_cross_entropy,
+    _sparse_affine,
+    _sparse_rows,
+    _sparse_weight_grads,
     _uniform_at,
     _weight_grads,
     _weight_grads_blas,
@@ -128,11 +131,25 @@ def _no_bias(W):
 
 
 @njit
+def _mostly_zeros(x):
+    """Whether at most half of x's entries are non-zero (MNIST's pixels: ~19 %): products
+    with x then visit its non-zeros only, as the fused step's first layer does."""
+    count = 0
+    for r in range(x.shape[0]):
+        for i in range(x.shape[1]):
+            count += x[r, i] != 0
+    return 2 * count <= x.size
+
+
+@njit
 def _dense_forward(x, W, b, code):
     z = np.empty((x.shape[0], W.shape[1]), dtype=W.dtype)
     if uses_blas(W):
         # (BLAS multiplies arrays of one dtype: W's, which z has too.)
         _affine_blas(np.ascontiguousarray(x).astype(W.dtype), np.ascontiguousarray(W), b, z)
+    elif _mostly_zeros(x):
+        indptr, indices, values = _sparse_rows(x)
+        _sparse_affine(indptr, indices, values, np.arange(x.shape[0]), W, b, z)
     else:
         _affine(x, np.arange(x.shape[0]), W, b, z)
     a = np.empty_like(z)
@@ -169,7 +186,12 @@ def _dense_backward(x, W, a, da, code, need_dx):
         if need_dx:
             _input_grads_blas(dzw, np.ascontiguousarray(W), dx)
     else:
-        _weight_grads(x, np.arange(x.shape[0]), dz, dW, db)
+        if _mostly_zeros(x):
+            indptr, indices, values = _sparse_rows(x)
+            _sparse_weight_grads(indptr, indices, values, np.arange(x.shape[0]), dz, dW, db,
+                                 0, len(dW))
+        else:
+            _weight_grads(x, np.arange(x.shape[0]), dz, dW, db)
         if need_dx:
             _input_grads(dz, W, dx)
     return dx, dW, db

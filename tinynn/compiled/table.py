@@ -74,8 +74,9 @@ def lower_leaky_relu(layer, width: int, training: bool) -> list[tuple]:
 
 
 def lower_dropout(layer, width: int, training: bool) -> list[tuple]:
-    """y = x · s while training (at rate 0, or in inference, no op)."""
-    return [(DROPOUT, -1, width, layer.rate)] if training and layer.rate > 0 else []
+    """y = x · s while training (at rate 0, or in inference, no op); its rate, seed and
+    mask counter ride in ``fused.Dropouts``."""
+    return [(DROPOUT, -1, width, 0.0)] if training and layer.rate > 0 else []
 
 
 def lower_nothing(layer, width: int, training: bool) -> list[tuple]:

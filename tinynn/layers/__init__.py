@@ -18,12 +18,12 @@ may then start backprop from there, and calls ``backward(dy, wrt_logits=True)``.
 
 from tinynn import utils
 from tinynn.layers.activation import Activation, LeakyReLU, ReLU, Softmax
-from tinynn.layers.base import Layer, call_forward, check_weight, unique_name
+from tinynn.layers.base import Layer, call_forward, check_weight, takes, unique_name
 from tinynn.layers.core import Dense, Flatten, Input, InputLayer
 from tinynn.layers.dropout import Dropout
 
 __all__ = ["Activation", "Dense", "Dropout", "Flatten", "Input", "InputLayer", "LAYERS", "Layer",
-           "LeakyReLU", "ReLU", "Softmax", "call_forward", "check_weight", "unique_name"]
+           "LeakyReLU", "ReLU", "Softmax", "call_forward", "check_weight", "takes", "unique_name"]
 
 #: The built-in layers by class name (model files name them so).
 LAYERS = utils.registry(Layer, __name__)

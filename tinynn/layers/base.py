@@ -131,13 +131,14 @@ class Layer:
 
 
 @functools.cache
-def _takes_training(forward: Callable) -> bool:
-    return "training" in inspect.signature(forward).parameters
+def takes(method: Callable, argument: str) -> bool:
+    """Whether a layer's method (its class's function) has a parameter ``argument``."""
+    return argument in inspect.signature(method).parameters
 
 
 def call_forward(layer: Layer, x: np.ndarray, training: bool) -> np.ndarray:
     """``layer.forward(x, training=…)``, or ``forward(x)`` for a layer written without the flag."""
-    if _takes_training(type(layer).forward):
+    if takes(type(layer).forward, "training"):
         return layer.forward(x, training=training)
     return layer.forward(x)
 
