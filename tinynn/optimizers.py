@@ -97,16 +97,20 @@ class Optimizer:
                 in the same order.
         """
         pairs = list(grads_and_vars)
-        variables = [w for _, w in pairs]
-        known = self._variables
-        if known is None or len(known) != len(variables) or any(
-                a is not b for a, b in zip(known, variables)):
-            self.check_variables(variables)  # (the full check, when the arrays are new)
-        if self.slots is None:
-            self.build([w for _, w in pairs])
+        self._ready([w for _, w in pairs])
         for (g, w), slots in zip(pairs, self.slots):
             self.update_step(g, w, slots)
         self.iterations += 1
+
+    def _ready(self, variables: list[np.ndarray]) -> None:
+        """Check the parameters (fully, when the arrays are new) and make the slots on the
+        first step."""
+        known = self._variables
+        if known is None or len(known) != len(variables) or any(
+                a is not b for a, b in zip(known, variables)):
+            self.check_variables(variables)
+        if self.slots is None:
+            self.build(variables)
 
     def update_step(self, gradient: np.ndarray, variable: np.ndarray,
                     slots: dict[str, np.ndarray]) -> None:
