@@ -100,8 +100,12 @@ def step_kernels(model, data, rows: np.ndarray, repeat: int) -> dict[str, float]
 
     # The loss and its gradient (Keras's logits rule decides what it reads).
     top = len(ops) - 2 if runner.loss_rule.on_logits else len(ops) - 1
-    timed("loss and its gradient", fused._loss, outs[top], data, rows, len(rows),
-          runner.loss_rule, grads[top])
+    rule = type(runner.loss_rule)  # (its class names the formula: fused.LOSS_RULES)
+    loop = getattr(loops, f"_{'categorical_' if rule.categorical else ''}"
+                          f"{'softmax' if rule.softmax else 'probability'}_cross_entropy")
+    clip = () if rule.softmax else (runner.loss_rule.clip_epsilon,)
+    timed("loss and its gradient", loop, outs[top],
+          data.targets if rule.categorical else data.labels, rows, len(rows), *clip, grads[top])
 
     # Backward, op by op, each affine op's update after its gradients (on copies,
     # so that timing does not move the model).
@@ -132,10 +136,11 @@ def step_kernels(model, data, rows: np.ndarray, repeat: int) -> dict[str, float]
             p = runner.fused_model.param_index[arg]
             for name, g, q in (("W", dW, p), ("b", db, p + 1)):
                 if g.size:
-                    slots = tuple(tuple(a.copy() for a in s) for s in runner.S)
+                    update, n_slots, n_arguments = updates.LOOPS[runner.update]
+                    slots = [runner.S[k][q].copy() for k in range(n_slots)]
                     timed(f"{layer(arg)}: {kind_name} on {name} ({g.size:,} weights)",
-                          updates._update, runner.update, runner.P[q].copy(), g.reshape(-1),
-                          slots, q, 0, g.size, arguments)
+                          update, runner.P[q].copy(), g.reshape(-1), *slots,
+                          *arguments[:n_arguments])
     return timings
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 
 import pytest
 
@@ -54,3 +56,22 @@ def backend(request):
     """Run a test once per kernel backend, restoring the previous choice afterwards."""
     with tinynn.backend.using(request.param):
         yield request.param
+
+
+@pytest.fixture(scope="session")
+def serving():
+    """``with serving(server) as address:``: the server runs on a thread of its own until
+    the block ends."""
+    return _serving
+
+
+@contextlib.contextmanager
+def _serving(server):
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

@@ -19,7 +19,6 @@ import math
 import os
 import shutil
 import sys
-import threading
 import urllib.request
 from pathlib import Path
 
@@ -103,18 +102,11 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def url(mnist_data, tmp_path_factory):
+def url(mnist_data, tmp_path_factory, serving):
     """The page, served with the notebook's hidden model trained on MNIST (a few seconds)."""
     model = draw.train(tmp_path_factory.mktemp("model") / "mnist_hidden.npz")
-    server = draw.make_server(draw.Reader(model), port=0, quiet=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serving(draw.make_server(draw.Reader(model), port=0, quiet=True)) as address:
+        yield address
 
 
 def draw_strokes(driver, strokes):

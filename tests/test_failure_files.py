@@ -309,6 +309,39 @@ STATE_EDITS = [
 ]
 
 
+def test_leaky_relu_and_adagrad_round_trip_and_a_negative_accumulator_is_refused(tmp_path):
+    """The newest built-ins in a file: the slope, the accumulators and the step count read
+    back exactly, training goes on as if never saved; an accumulator below 0 is damage."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 5)).astype(np.float32), np.arange(40) % 3
+
+    def model():
+        tinynn.utils.set_random_seed(0)
+        m = tinynn.Sequential([layers.Dense(6, input_shape=(5,)), layers.LeakyReLU(0.2),
+                               layers.Dense(3, activation="softmax")])
+        m.compile(tinynn.optimizers.Adagrad(0.05, initial_accumulator_value=0.2),
+                  "sparse_categorical_crossentropy")
+        return m
+
+    straight, first = model(), model()
+    straight.fit(x, y, epochs=2, shuffle=False, verbose=0)
+    first.fit(x, y, epochs=1, shuffle=False, verbose=0)
+    first.save(tmp_path / "m.npz")
+    loaded = tinynn.models.load_model(tmp_path / "m.npz")
+    assert loaded.layers[1].negative_slope == 0.2
+    assert loaded.optimizer.initial_accumulator_value == 0.2
+    assert loaded.optimizer.iterations == first.optimizer.iterations
+    for a, b in zip(first.optimizer.slots, loaded.optimizer.slots):
+        np.testing.assert_array_equal(a["accumulator"], b["accumulator"])
+    loaded.fit(x, y, epochs=1, shuffle=False, verbose=0)
+    for a, b in zip(straight.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    rewrite(tmp_path / "m.npz", lambda c, a: a.update(
+        {"optimizer/0/accumulator": -np.abs(a["optimizer/0/accumulator"]) - 1}))
+    with pytest.raises(ModelFileError, match="optimizer state 0/accumulator must be non-negative"):
+        tinynn.models.load_model(tmp_path / "m.npz")
+
+
 @pytest.mark.parametrize(("what", "edit", "message"), STATE_EDITS, ids=[e[0] for e in STATE_EDITS])
 def test_damaged_or_foreign_state_is_refused(saved, what, edit, message):
     _, path = saved

@@ -109,8 +109,8 @@ def test_a_partner_that_never_comes_is_given_up(monkeypatch):
     sync.abort(shared)
     result = fused.train_steps(
         data, fused.Epoch(np.arange(len(x)), 32, 0, 3, 0.0), runner.fused_model,
-        fused.Dropouts(runner.rates, runner.seeds, np.zeros(0, np.int64)), runner.loss_rule,
-        fused.Update(runner.update, runner.P, runner.S, np.ones((3, 4))),
+        fused.NoDropouts(runner.rates, runner.seeds, np.zeros(0, np.int64)), runner.loss_rule,
+        fused.UPDATES[runner.update](runner.update, runner.P, runner.S, np.ones((3, 4))),
         fused.Threads(0, 2, np.array([[0, 32, x.shape[1]]]), shared, work, np.empty(32)))
     assert result[3:] == (0, fused.ABORTED)
     for a, b in zip(before, model.get_weights()):

@@ -2,9 +2,13 @@
 
 Everything in tinynn that needs Numba lives here, and only here:
 
+* ``jit``: the one set of Numba options every kernel compiles with;
+* ``loops``, ``updates``: the loop kernels (activations, products, losses, dropout; the
+  optimizers' updates);
 * ``kernels``: the compiled twins of ``tinynn.reference`` (same names, same results),
-  built from small loop kernels;
-* ``fused``: whole training steps in one compiled call, from those loop kernels;
+  built from those loops;
+* ``table``: the table of built-ins, each built-in part and its compiled form;
+* ``fused``: whole training steps in one compiled call, from the same loops;
 * ``engine``: lowers a model of built-in parts to ``fused``'s ops and runs it;
 * ``sync``: the spin barrier the training threads meet at;
 * ``cache``: where compiled code is kept on disk, stamped by this package's sources.

@@ -98,9 +98,12 @@ class Plan:
                            and last.activation in activations.KEEPS_LOGITS)
 
     def model(self, param_index: np.ndarray | None = None):
-        """The op table and the kernels as ``fused.Model``."""
+        """The op table and the kernels as ``fused.Model`` (``fused.BlasModel`` if some
+        product goes through BLAS)."""
         index = np.zeros(0, np.int64) if param_index is None else param_index
-        return _fused().Model(self.ops, self.parameters, self.Ws, self.bs, index)
+        fused = _fused()
+        kind = fused.BlasModel if fused.any_blas(self.Ws) else fused.Model
+        return kind(self.ops, self.parameters, self.Ws, self.bs, index)
 
 
 def plan(model, training: bool) -> Plan | None:
@@ -179,8 +182,8 @@ class CompiledRunner:
             for k in range(table.MAX_SLOTS))
         self.update = table.UPDATES.index(opt.kernel)
         formula = loss.formula(fused_plan.has_logits)
-        self.loss_rule = fused.LossRule(formula == "output_logits", table.LOSSES[type(loss)],
-                                        formula != "probabilities", np.float32(loss.epsilon))
+        rule = fused.LOSS_RULES[table.LOSSES[type(loss)], formula != "probabilities"]
+        self.loss_rule = rule(formula == "output_logits", np.float32(loss.epsilon))
         d = fused_plan.dropouts
         self.rates = np.array([layer.rate for layer in d], np.float64)
         self.seeds = np.array([layer.seed for layer in d], np.int64)
@@ -234,8 +237,11 @@ class CompiledRunner:
         counters = np.array([int(layer.state["step"][0]) for layer in p.dropouts], np.int64)
         work, sample_losses, splits = self._parts(data, batch_size)
         groups = (data, fused.Epoch(order, batch_size, first, last, float(loss_sum)),
-                  self.fused_model, fused.Dropouts(self.rates, self.seeds, counters),
-                  self.loss_rule, fused.Update(self.update, self.P, self.S, arguments))
+                  self.fused_model,
+                  (fused.Dropouts if len(p.dropouts) else fused.NoDropouts)(
+                      self.rates, self.seeds, counters),
+                  self.loss_rule, fused.UPDATES[self.update](self.update, self.P, self.S,
+                                                             arguments))
         kernel = fused.train_steps
         _announce_compiling(kernel)
         sync = _compiled("sync").new(self.threads)

@@ -38,7 +38,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from tinynn.compiled.jit import inline, njit
+from tinynn.compiled.jit import chosen_by_type, inline, njit
 from tinynn.compiled.loops import (
     _activate,
     _activate_backward,
@@ -72,7 +72,8 @@ from tinynn.compiled.table import (
     LOSS_NOT_FINITE,
     WEIGHTS_NOT_FINITE,
 )
-from tinynn.compiled.updates import _update
+from tinynn.compiled.table import UPDATES as UPDATES_BY_CODE
+from tinynn.compiled.updates import update_with
 
 #: The training inputs as compressed sparse rows, class labels (N,), and target rows
 #: (N, c) for a categorical loss (else a (1, 1) placeholder).
@@ -82,17 +83,45 @@ Data = namedtuple("Data", "indptr indices values labels targets")
 #: on how an epoch is split into calls).
 Epoch = namedtuple("Epoch", "order batch_size first last loss_sum")
 #: The op table, each op's float parameter, the Dense kernels and biases, and where each
-#: kernel sits among the optimizer's parameters.
+#: kernel sits among the optimizer's parameters. Its class says whether any product goes
+#: through BLAS (``BlasModel``): a model without one compiles no BLAS call.
 Model = namedtuple("Model", "ops parameters Ws bs param_index")
-#: Each Dropout's rate, seed and mask counter at step ``first``.
+#: Each Dropout's rate, seed and mask counter at step ``first`` (``NoDropouts`` for a
+#: model without one: it compiles no dropout).
 Dropouts = namedtuple("Dropouts", "rates seeds counters")
 #: Keras's logits rule as the loss applies it (``Loss.formula``): the loss reads the input
-#: of the last op (an activation); targets are rows (else labels); the softmax formula
-#: (else the clipped probability one) and its clipping bound.
-LossRule = namedtuple("LossRule", "on_logits categorical softmax clip_epsilon")
+#: of the last op (an activation), and the probability formula's clipping bound; its class
+#: (``LOSS_RULES``) says which formula, on labels or on target rows.
+LossRule = namedtuple("LossRule", "on_logits clip_epsilon")
 #: The update's code (``table.UPDATES``), parameters and slots (flat views), and its
-#: scalar arguments, one row per step.
+#: scalar arguments, one row per step; its class (``UPDATES``) says which update.
 Update = namedtuple("Update", "code P S arguments")
+
+
+def _variant(group: type, name: str, **facts) -> type:
+    """A class of ``group``'s fields whose class attributes are facts the fused step's
+    compile-time choices read (``jit.chosen_by_type``); module-level, so that compiled code
+    typed by it can be cached."""
+    cls = namedtuple(name, group._fields)
+    for key, value in facts.items():
+        setattr(cls, key, value)
+    globals()[name] = cls
+    return cls
+
+
+BlasModel = _variant(Model, "BlasModel", blas=True)
+Model.blas = False
+NoDropouts = _variant(Dropouts, "NoDropouts", present=False)
+Dropouts.present = True
+#: The Update class of each update code.
+UPDATES = {code: _variant(Update, "".join(w.title() for w in name.split("_")), code=code)
+           for code, name in enumerate(UPDATES_BY_CODE)}
+#: The LossRule class of each (categorical, softmax formula).
+LOSS_RULES = {(categorical, softmax): _variant(
+    LossRule, f"{'Categorical' if categorical else 'Sparse'}"
+              f"{'Softmax' if softmax else 'Probability'}Loss",
+    categorical=categorical, softmax=softmax)
+    for categorical in (False, True) for softmax in (False, True)}
 #: Which thread this is, of how many; how they split each affine op's kernel rows
 #: (``splits[a, t]`` … ``splits[a, t + 1]`` − 1 are thread t's); their meeting place
 #: (``sync.new``); and the buffers they share: the workspace and per-sample losses.
@@ -162,6 +191,15 @@ def _carve(work, ops, Ws, bs, batch_size):
 
 
 @njit
+def any_blas(Ws):
+    """Whether some kernel's products go through BLAS (the model is then a ``BlasModel``)."""
+    found = False
+    for a in range(len(Ws)):
+        found |= uses_blas(Ws[a])
+    return found
+
+
+@njit
 def blas_in_training(ops, Ws):
     """Which affine ops multiply through BLAS in ``train_steps``: kernels of at least
     ``BLAS_MIN_WEIGHTS`` weights, except a sparse first layer when no other kernel is that
@@ -194,7 +232,7 @@ def _forward(data, mine, r0, model, dropout, offset, blas, buffers):
         kind, arg = ops[i, 0], ops[i, 1]
         out = outs[i][r0:r1]
         if kind == AFFINE and blas[arg]:
-            _affine_blas(prev, model.Ws[arg], model.bs[arg], out)
+            _blas_affine(model, prev, model.Ws[arg], model.bs[arg], out)
         elif kind == AFFINE and i == 0:
             _sparse_affine(data.indptr, data.indices, data.values, mine, model.Ws[arg],
                            model.bs[arg], out)
@@ -203,25 +241,60 @@ def _forward(data, mine, r0, model, dropout, offset, blas, buffers):
         elif kind == ACTIVATE:
             _activate(prev, out, arg, model.parameters[i])
         elif kind == DROPOUT:
-            _dropout(prev, dropout.rates[arg], dropout.seeds[arg],
-                     dropout.counters[arg] + offset, r0, out, scales[i][r0:r1])
+            _dropout_op(dropout, arg, offset, prev, r0, out, scales[i][r0:r1])
         else:
             raise ValueError("unknown op kind (see table.py)")
         prev = out
 
 
-@inline
+@chosen_by_type
 def _loss(z, data, rows, batch, loss, grad):
     """Per-sample losses of z (rows of a batch of ``batch``) against their targets; grad
-    gets dL/dz of the batch mean."""
-    if loss.categorical and loss.softmax:
-        return _categorical_softmax_cross_entropy(z, data.targets, rows, batch, grad)
-    if loss.categorical:
-        return _categorical_probability_cross_entropy(z, data.targets, rows, batch,
-                                                      loss.clip_epsilon, grad)
-    if loss.softmax:
-        return _softmax_cross_entropy(z, data.labels, rows, batch, grad)
-    return _probability_cross_entropy(z, data.labels, rows, batch, loss.clip_epsilon, grad)
+    gets dL/dz of the batch mean. The formula is the one ``loss``'s class names."""
+    rule = loss.instance_class
+    if rule.categorical and rule.softmax:
+        return lambda z, data, rows, batch, loss, grad: _categorical_softmax_cross_entropy(
+            z, data.targets, rows, batch, grad)
+    if rule.categorical:
+        return lambda z, data, rows, batch, loss, grad: _categorical_probability_cross_entropy(
+            z, data.targets, rows, batch, loss.clip_epsilon, grad)
+    if rule.softmax:
+        return lambda z, data, rows, batch, loss, grad: _softmax_cross_entropy(
+            z, data.labels, rows, batch, grad)
+    return lambda z, data, rows, batch, loss, grad: _probability_cross_entropy(
+        z, data.labels, rows, batch, loss.clip_epsilon, grad)
+
+
+@chosen_by_type
+def _blas_affine(model, x, W, b, z):
+    """``_affine_blas`` in a model with a BLAS-sized kernel; in any other, nothing (its
+    ops never ask), and no BLAS call compiled."""
+    if model.instance_class.blas:
+        return lambda model, x, W, b, z: _affine_blas(x, W, b, z)
+    return lambda model, x, W, b, z: None
+
+
+@chosen_by_type
+def _blas_backward(model, x, dz, W, dW, db, dx, need_dx):
+    """``_weight_grads_blas`` (and ``_input_grads_blas`` if ``need_dx``), as ``_blas_affine``."""
+    if not model.instance_class.blas:
+        return lambda model, x, dz, W, dW, db, dx, need_dx: None
+
+    def backward(model, x, dz, W, dW, db, dx, need_dx):
+        _weight_grads_blas(x, dz, dW, db)
+        if need_dx:
+            _input_grads_blas(dz, W, dx)
+
+    return backward
+
+
+@chosen_by_type
+def _dropout_op(dropout, arg, offset, x, r0, y, s):
+    """Dropout op ``arg`` on these rows (``_dropout``); nothing compiled for NoDropouts."""
+    if not dropout.instance_class.present:
+        return lambda dropout, arg, offset, x, r0, y, s: None
+    return lambda dropout, arg, offset, x, r0, y, s: _dropout(
+        x, dropout.rates[arg], dropout.seeds[arg], dropout.counters[arg] + offset, r0, y, s)
 
 
 @inline
@@ -354,6 +427,8 @@ def _backward(data, rows, top, model, update, args, threads, buffers, blas, meet
         elif kind == DROPOUT:
             _scale(grads[i][r0:r1], scales[i][r0:r1], grads[i - 1][r0:r1])
             met = False
+        elif kind != AFFINE:
+            raise ValueError("unknown op kind (see table.py)")
         else:
             if not met:  # the weight gradient sums over every thread's rows
                 alive = _meet(threads, meeting)
@@ -397,9 +472,7 @@ def _affine_backward(data, rows, i, first_affine, model, threads, buffers, blas)
     inp = outs[i - 1][:n] if i > 0 else dense_x[:n]
     whole = grads[i][:n]
     if blas[arg]:  # (run by one thread: see engine.training_threads)
-        _weight_grads_blas(inp, whole, dW, dbs[arg])
-        if i > first_affine:
-            _input_grads_blas(whole, W, grads[i - 1][:n])
+        _blas_backward(model, inp, whole, W, dW, dbs[arg], grads[i - 1][:n], i > first_affine)
     elif i == 0:
         _sparse_weight_grads(data.indptr, data.indices, data.values, rows, whole, dW, db,
                              k0, k1)
@@ -416,11 +489,10 @@ def _update_part(update, model, a, args, threads, buffers):
     dW, db = buffers[3][a], buffers[4][a]
     p, t, u = model.param_index[a], threads.thread, dW.shape[1]
     lo, hi = threads.splits[a, t] * u, threads.splits[a, t + 1] * u  # in the flat views
-    finite = _update(update.code, update.P[p][lo:hi], dW.reshape(-1)[lo:hi], update.S, p,
-                     lo, hi, args)
-    if t == 0 and len(db):  # (np.int64(0): a literal 0 would compile _update a second time)
-        finite &= _update(update.code, update.P[p + 1], db, update.S, p + 1, np.int64(0),
-                          len(db), args)
+    finite = update_with(update, update.P[p][lo:hi], dW.reshape(-1)[lo:hi], update.S, p, lo,
+                         hi, args)
+    if t == 0 and len(db):
+        finite &= update_with(update, update.P[p + 1], db, update.S, p + 1, 0, len(db), args)
     return finite
 
 
@@ -465,15 +537,17 @@ def forward_rows(x, first, last, model, out_z, out_a):
             kind, arg = ops[i, 0], ops[i, 1]
             out = outs[i][:n]
             if kind == AFFINE and uses_blas(Ws[arg]):
-                _affine_blas(prev, Ws[arg], bs[arg], out)
+                _blas_affine(model, prev, Ws[arg], bs[arg], out)
             elif kind == AFFINE and i == 0:
                 for r in range(n):
                     count = _compact(x[start + r], indices, values)
                     _sparse_row_affine(indices, values, 0, count, Ws[arg], bs[arg], out[r])
             elif kind == AFFINE:
                 _affine(prev, identity[:n], Ws[arg], bs[arg], out)
-            else:
+            elif kind == ACTIVATE:
                 _activate(prev, out, arg, model.parameters[i])
+            else:
+                raise ValueError("unknown op kind at inference (see table.py)")
             prev = out
         _copy_rows(outs[top], out_z, start, n)
         _copy_rows(prev, out_a, start, n)

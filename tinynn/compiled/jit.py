@@ -1,17 +1,16 @@
 """The one set of Numba options every compiled kernel of tinynn is built with.
 
 Everything in ``tinynn/compiled`` compiles through ``njit`` (a kernel of its own,
-kept on disk) or ``inline`` (a short step copied into its caller).
+kept on disk), ``inline`` (a short step copied into its caller) or ``chosen_by_type``
+(a compile-time choice between implementations).
 """
 
 from __future__ import annotations
 
 import numba
+from numba.extending import overload
 
 from tinynn.compiled import cache
-
-cache.install()  # before any @njit: see cache.py for why
-
 
 cache.install()  # before any @njit: see cache.py for why
 
@@ -39,3 +38,28 @@ def inline(function):
     call chains compile the same code many times; inlined steps compile once, with their
     caller."""
     return numba.njit(inline="always", **JIT)(function)
+
+
+def chosen_by_type(function):
+    """Make ``function(*args)`` (a Python function that returns an implementation) a
+    compile-time choice: numba calls it with the arguments' types, and compiles only the
+    implementation it returns into the caller (``inline="always"``). A model's fused step
+    thus compiles the optimizer, loss and products it uses, not every one there is."""
+
+    def stub(*args):
+        if not numba.config.DISABLE_JIT:
+            raise TypeError(f"{function.__name__} runs inside compiled code only")
+        # NUMBA_DISABLE_JIT=1 (the compiled room run as Python): choose by the values'
+        # classes, as numba would by their types.
+        return function(*(_Typed(type(a)) for a in args))(*args)
+
+    stub.__name__ = stub.__qualname__ = function.__name__
+    overload(stub, inline="always", jit_options=JIT)(function)
+    return stub
+
+
+class _Typed:
+    """What a compile-time choice reads of an argument's type, for a plain Python value."""
+
+    def __init__(self, cls: type):
+        self.instance_class = cls

@@ -13,7 +13,8 @@ Choices that matter for speed:
   Loops over an input skip the zero entries: MNIST images are ~80 % zeros, so
   x · W and xᵀ · dz do a fifth of the work. Adding 0 · w is exact, so the result
   is the one the dense product gives, with one difference: a non-finite weight
-  meeting a zero input yields 0, not NaN.
+  meeting a zero input yields 0, not NaN (in a forward pass), and so does a non-finite
+  gradient meeting one (in a weight gradient). A non-finite *input* is never skipped.
 * ``error_model="numpy"``: division never raises, so loops with divisions still
   vectorise.
 * ``fastmath`` lets LLVM fuse multiply-adds and reorder sums, but leaves out the

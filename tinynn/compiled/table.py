@@ -4,16 +4,17 @@ A model trains in one compiled call per many steps (``fused.py``) when each of i
 parts has a row here. Each kind of part has its table:
 
 * ``LAYERS``: a layer class and how it lowers to the fused step's ops (``lower_*``);
-* ``ACTIVATIONS``: the branches of ``kernels._activate``, by activation name;
-* ``UPDATES``: the branches of ``kernels._update``, by the update kernel an optimizer
-  names (``KernelOptimizer.kernel``);
+* ``ACTIVATIONS``: the branches of ``loops._activate``, by activation name;
+* ``UPDATES``: the loops of ``updates.LOOPS``, by the update kernel an optimizer names
+  (``KernelOptimizer.kernel``);
 * ``LOSSES``: the loss classes whose targets the fused step reads (labels or rows).
 
-Codes are positions in these tables: derived here, never typed twice. ``kernels.py`` and
+Codes are positions in these tables: derived here, never typed twice. The loops and
 ``fused.py`` read them as constants, ``engine.py`` lowers a model with them, and
-``check`` (run at import) refuses a built-in with no row, or a row whose kernels do not
-exist in both rooms. Adding a built-in is its class, its reference pair, its compiled
-twin, and one row here (CONTRIBUTING.md has the checklist).
+``check`` (run at import) refuses a built-in with no row, or a row naming a kernel the
+reference lacks (the tests hold each compiled twin to its reference). Adding a built-in is
+its class, its reference pair, its compiled twin, and one row here (CONTRIBUTING.md has
+the checklist).
 """
 
 from __future__ import annotations

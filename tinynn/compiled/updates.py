@@ -1,15 +1,16 @@
 """The optimizers' update loops, compiled: one pass over flat arrays each, in place.
 
 Each returns whether every value it wrote is finite (a NaN must not hide: see
-``FLUSH``); ``_update`` picks one by its code in ``table.UPDATES``. The twins in
-``kernels.py`` and the fused step in ``fused.py`` call them.
+``FLUSH``); ``update_with`` picks one, at compile time, by its code in
+``table.UPDATES``. The twins in ``kernels.py`` and the fused step in ``fused.py`` call
+them.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from tinynn.compiled.jit import njit
+from tinynn.compiled.jit import chosen_by_type, njit
 from tinynn.compiled.table import (
     ADAGRAD_UPDATE,
     ADAM_UPDATE,
@@ -114,21 +115,34 @@ def _adagrad(w, g, accumulator, lr, epsilon):
     return check == zero
 
 
-@njit
-def _update(code, w, g, S, p, lo, hi, args):
-    """The update ``table.UPDATES[code]`` of the flat parameter w from its gradient g, with
-    slot k being ``S[k][p][lo:hi]`` and the step's scalar arguments ``args``. Returns
-    whether every value it wrote is finite."""
-    if code == SGD_UPDATE:
-        return _sgd(w, g, S[0][p][lo:hi], args[0], args[1], args[2])
-    if code == ADAM_UPDATE:
-        return _adam(w, g, S[0][p][lo:hi], S[1][p][lo:hi], args[0], args[1], args[2], args[3])
-    if code == ADAMW_UPDATE:
-        return _adamw(w, g, S[0][p][lo:hi], S[1][p][lo:hi], args[0], args[1], args[2],
-                      args[3], args[4])
-    if code == RMSPROP_UPDATE:
-        return _rmsprop(w, g, S[0][p][lo:hi], S[1][p][lo:hi], S[2][p][lo:hi], args[0],
-                        args[1], args[2], args[3], args[4])
-    if code == ADAGRAD_UPDATE:
-        return _adagrad(w, g, S[0][p][lo:hi], args[0], args[1])
-    raise ValueError("unknown update code (see table.py)")
+#: Each update's loop by code (``table.UPDATES``), called with the parameter, its gradient,
+#: its slots 0 … n − 1 and its scalar arguments 0 … m − 1: (loop, n, m).
+LOOPS = {SGD_UPDATE: (_sgd, 1, 3), ADAM_UPDATE: (_adam, 2, 4), ADAMW_UPDATE: (_adamw, 2, 5),
+         RMSPROP_UPDATE: (_rmsprop, 3, 5), ADAGRAD_UPDATE: (_adagrad, 1, 2)}
+
+
+@chosen_by_type
+def update_with(kind, w, g, S, p, lo, hi, args):
+    """The update of ``kind`` (an ``Update`` whose class names its code: see ``fused.py``)
+    on the flat parameter w from its gradient g, with slot k being ``S[k][p][lo:hi]`` and
+    the step's scalar arguments ``args``; returns whether every value it wrote is finite.
+    Only that update's loop is compiled into the caller."""
+    code = kind.instance_class.code
+    if code not in LOOPS:
+        raise TypeError(f"unknown update code {code} (see table.py)")
+    loop, slots, arguments = LOOPS[code]
+    if (slots, arguments) == (1, 2):
+        return lambda kind, w, g, S, p, lo, hi, args: loop(
+            w, g, S[0][p][lo:hi], args[0], args[1])
+    if (slots, arguments) == (1, 3):
+        return lambda kind, w, g, S, p, lo, hi, args: loop(
+            w, g, S[0][p][lo:hi], args[0], args[1], args[2])
+    if (slots, arguments) == (2, 4):
+        return lambda kind, w, g, S, p, lo, hi, args: loop(
+            w, g, S[0][p][lo:hi], S[1][p][lo:hi], args[0], args[1], args[2], args[3])
+    if (slots, arguments) == (2, 5):
+        return lambda kind, w, g, S, p, lo, hi, args: loop(
+            w, g, S[0][p][lo:hi], S[1][p][lo:hi], args[0], args[1], args[2], args[3], args[4])
+    return lambda kind, w, g, S, p, lo, hi, args: loop(
+        w, g, S[0][p][lo:hi], S[1][p][lo:hi], S[2][p][lo:hi], args[0], args[1], args[2],
+        args[3], args[4])

@@ -6,7 +6,9 @@
   shape, then calls ``super().build(input_shape)``;
 * ``forward(x, training=False)`` returns the output and keeps what backward needs;
 * ``backward(dy)`` turns dL/d(output) into dL/d(input), and leaves dL/d(param)
-  in ``self.grads`` under the keys of ``self.params``.
+  in ``self.grads`` under the keys of ``self.params``. A backward that takes a
+  ``need_dx`` argument is called with ``need_dx=False`` when it is the model's first
+  layer: nobody reads the gradient of the inputs, so it may skip it.
 
 A subclass that keeps to it trains with ``fit`` on every backend. The math of
 the built-in layers lives in the kernels (``tinynn.reference`` and its compiled twins).

@@ -103,7 +103,11 @@ class Layer:
         raise NotImplementedError(f"{type(self).__name__} must define backward(dy)")
 
     def __call__(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        """Build on first use, then run ``forward``."""
+        """Build on first use, then run ``forward`` (integer or boolean input as float32,
+        as ``Sequential`` reads it)."""
+        x = np.asarray(x)
+        if x.dtype.kind in "biu":
+            x = x.astype(np.float32)
         if not self.built:
             self.build(tuple(np.shape(x)[1:]))
         return call_forward(self, x, training)
