@@ -369,7 +369,7 @@ def train_steps(data, epoch, model, dropout, loss, update, threads):
         fault, batch_loss, right, n = _step(data, epoch, step, model, dropout, loss, update,
                                             threads, buffers, blas, meeting)
         if fault == FINISHED:
-            loss_sum += batch_loss * n
+            loss_sum += np.float64(batch_loss) * n  # (as numba types it; run as Python too)
             correct += right
             seen += n
             step += 1
