@@ -6,8 +6,9 @@
 
 The models (``specs.MODELS``): the notebook's ``simple`` and ``hidden`` (batch
 32, 5 epochs), TensorFlow's ``quickstart`` (batch 32, 5 epochs), Keras's
-``mnist_mlp`` (batch 128, 3 epochs), and ``hidden-user`` (the hidden model with
-a user's first layer; tinynn-numba only, compared with the built-in model).
+``mnist_mlp`` and ``convnet`` (the "Simple MNIST convnet" example; batch 128, 3
+epochs each), and ``hidden-user`` (the hidden model with a user's first layer;
+tinynn-numba only, compared with the built-in model).
 
 Each run (framework × model × seed) is a separate process (benchmarks/worker.py),
 started one at a time, so no run shares a core, a cache or a warm-up with

@@ -17,16 +17,26 @@ import numpy as np
 from tinynn.utils import generator
 
 
+def fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(fan_in, fan_out), as Keras counts them: a (k, u) kernel has k inputs and u outputs
+    per unit; a convolution's (kh, kw, c, f) kernel has kh · kw · c and kh · kw · f (its
+    receptive field times the channels)."""
+    if len(shape) < 2:
+        return (shape[0], shape[0]) if shape else (1, 1)
+    field = int(np.prod(shape[:-2]))
+    return shape[-2] * field, shape[-1] * field
+
+
 def glorot_uniform(shape: tuple[int, ...]) -> np.ndarray:
     """Uniform on [−l, l] with l = √(6 / (fan_in + fan_out)) (Glorot & Bengio, 2010)."""
-    fan_in, fan_out = shape[0], shape[-1]
+    fan_in, fan_out = fans(shape)
     limit = np.sqrt(6.0 / (fan_in + fan_out))
     return generator().uniform(-limit, limit, size=shape).astype(np.float32)
 
 
 def he_uniform(shape: tuple[int, ...]) -> np.ndarray:
     """Uniform on [−l, l] with l = √(6 / fan_in) (He et al., 2015), suited to relu."""
-    limit = np.sqrt(6.0 / shape[0])
+    limit = np.sqrt(6.0 / fans(shape)[0])
     return generator().uniform(-limit, limit, size=shape).astype(np.float32)
 
 

@@ -556,3 +556,21 @@ def adagrad_update(
     f = w.dtype.type
     accumulator += g * g
     w -= f(lr) * g / np.sqrt(accumulator + f(epsilon))
+
+
+# ---------------------------------------------------------------- convolution and pooling
+# Their math is a chapter of its own, in ``tinynn/convolution.py``; here under the same
+# names as every other kernel, for the layers to find.
+from tinynn.convolution import (  # noqa: E402, F401 (re-exported)
+    average_pool2d_backward,
+    average_pool2d_forward,
+    conv2d_backward,
+    conv2d_forward,
+    global_average_pool2d_backward,
+    global_average_pool2d_forward,
+    global_max_pool2d_backward,
+    global_max_pool2d_forward,
+    max_pool2d_backward,
+    max_pool2d_forward,
+)
+

@@ -68,12 +68,13 @@ def to_categorical(y, num_classes: int | None = None) -> np.ndarray:
 
 
 def registry(base: type, module: str) -> dict[str, type]:
-    """The subclasses of ``base`` (not ``base``) defined in ``module`` (or its submodules),
-    by class name."""
+    """The public subclasses of ``base`` (not ``base``, nor a ``_Private`` base class)
+    defined in ``module`` (or its submodules), by class name."""
     found, todo = {}, list(base.__subclasses__())
     while todo:
         cls = todo.pop()
-        if cls.__module__ == module or cls.__module__.startswith(module + "."):
+        if (cls.__module__ == module or cls.__module__.startswith(module + ".")) \
+                and not cls.__name__.startswith("_"):
             found[cls.__name__] = cls
         todo.extend(cls.__subclasses__())
     return found

@@ -39,6 +39,16 @@ def dense(units, activation=None):
     return ["Dense", {"units": units, "activation": activation}]
 
 
+def conv(filters, kernel_size, **options):
+    return ["Conv2D", {"filters": filters, "kernel_size": kernel_size, **options}]
+
+
+#: Convolutional models take the images as (28, 28, 1) (the rest: rows of 784); their
+#: weights must match to 5e-5 (more sums of more terms per weight than a dense layer's).
+IMAGES = [28, 28, 1]
+CONV_TOLERANCE = 5e-5
+
+
 MODELS = {
     "simple": ([dense(10, "sigmoid")], [SCE, {}], ["Adam", {}]),
     "hidden": ([dense(100, "relu"), dense(10, "sigmoid")], [SCE, {}], ["Adam", {}]),
@@ -73,6 +83,32 @@ MODELS = {
         [dense(64), ["LeakyReLU", {}], dense(10, "softmax")], [CCE, {}],
         ["Adagrad", {"learning_rate": 0.01, "initial_accumulator_value": 0.5,
                      "epsilon": 1e-6}]),
+    # Convolutions: valid and same padding, stride 2 on an odd size (25 × 25), a
+    # non-square kernel, dilation, max and average pooling with same padding, global
+    # pooling, and Keras's MNIST convnet (its Dropout at rate 0 for an exact comparison).
+    "conv_valid": ([conv(8, 3, activation="relu"), ["Flatten", {}], dense(10, "softmax")],
+                   [SCE, {}], ["Adam", {}]),
+    "conv_same_stride2_odd": ([conv(6, 4, activation="tanh"),
+                               conv(8, 3, strides=2, padding="same", activation="relu"),
+                               ["Flatten", {}], dense(10)], [SCE, {"from_logits": True}],
+                              ["Adam", {}]),
+    "conv_nonsquare_dilated": ([conv(4, [2, 5], activation="relu"),
+                                conv(6, 3, dilation_rate=2, padding="same"),
+                                ["Flatten", {}], dense(10, "sigmoid")], [SCE, {}], ["Adam", {}]),
+    "conv_pooling_same": ([conv(6, 3, padding="same", activation="relu"),
+                           ["MaxPooling2D", {"pool_size": 3, "strides": 2, "padding": "same"}],
+                           conv(8, 3, activation="relu"),
+                           ["AveragePooling2D", {"pool_size": [2, 3], "padding": "same"}],
+                           ["Flatten", {}], dense(10, "softmax")], [CCE, {}], ["Adam", {}]),
+    "conv_global_pooling": ([conv(8, 3, strides=2, activation="relu"),
+                             ["GlobalAveragePooling2D", {}], dense(10, "softmax")], [SCE, {}],
+                            ["Adam", {}]),
+    "conv_global_max": ([conv(8, 5, activation="relu"), ["GlobalMaxPooling2D", {}], dense(10)],
+                        [SCE, {"from_logits": True}], ["Adam", {}]),
+    "mnist_convnet": ([conv(32, [3, 3], activation="relu"), ["MaxPooling2D", {"pool_size": [2, 2]}],
+                       conv(64, [3, 3], activation="relu"), ["MaxPooling2D", {"pool_size": [2, 2]}],
+                       ["Flatten", {}], ["Dropout", {"rate": 0.0}], dense(10, "softmax")],
+                      [CCE, {}], ["Adam", {}]),
 }
 
 
@@ -86,8 +122,10 @@ def main() -> None:
     spec = {}
     rng = np.random.default_rng(1234)
     for name, (layers, (loss_class, loss_options), (opt_class, opt_options)) in MODELS.items():
+        images = any(c == "Conv2D" for c, _ in layers)
+        shape = IMAGES if images else [784]
         model = keras.Sequential(
-            [keras.Input((784,))] + [getattr(keras.layers, c)(**o) for c, o in layers]
+            [keras.Input(tuple(shape))] + [getattr(keras.layers, c)(**o) for c, o in layers]
         )
         # Random non-zero weights everywhere (biases too), so every term is exercised.
         init = [rng.normal(0, 0.05, w.shape).astype(np.float32) for w in model.get_weights()]
@@ -104,18 +142,20 @@ def main() -> None:
         y, yt = y_train[:N_TRAIN], y_test[:N_TEST]
         if loss_class == CCE:
             y, yt = keras.utils.to_categorical(y, 10), keras.utils.to_categorical(yt, 10)
-        history = model.fit(x / 255, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
-        test_loss, test_acc = model.evaluate(xt / 255, yt, verbose=0)
+        xs, xts = x.reshape(-1, *shape) / 255, xt.reshape(-1, *shape) / 255
+        history = model.fit(xs, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
+        test_loss, test_acc = model.evaluate(xts, yt, verbose=0)
         spec[name] = {"layers": layers, "loss": [loss_class, loss_options],
                       "optimizer": [opt_class, opt_options],
                       "loss_log": history.history["loss"][0],
                       "accuracy_log": history.history["accuracy"][0],
-                      "test_loss": test_loss, "test_accuracy": test_acc}
+                      "test_loss": test_loss, "test_accuracy": test_acc,
+                      "input_shape": shape, "tolerance": CONV_TOLERANCE if images else 1e-5}
         for i, w in enumerate(init):
             out[f"{name}/init/{i}"] = w
         for i, w in enumerate(model.get_weights()):
             out[f"{name}/trained/{i}"] = w
-        out[f"{name}/predict"] = model.predict(xt / 255, verbose=0)
+        out[f"{name}/predict"] = model.predict(xts, verbose=0)
         print(f"{name}: loss {spec[name]['loss_log']:.5f}, test accuracy {test_acc:.4f}")
     out["spec"] = np.array(json.dumps(spec | {"keras": keras.__version__}))
     OUT.parent.mkdir(parents=True, exist_ok=True)

@@ -117,7 +117,8 @@ def plan(model, training: bool) -> Plan | None:
     if not model.built:
         return None
     leaves = model.leaf_layers
-    if not all(_is_builtin(layer, table.LAYERS) for layer in leaves):
+    if not all(_is_builtin(layer, table.LAYERS) and table.LAYERS[type(layer)]
+               is not table.STEP_BY_STEP for layer in leaves):
         return None
     if not any(isinstance(layer, layers.Dense) for layer in leaves):
         return None

@@ -85,6 +85,11 @@ def lower_nothing(layer, width: int, training: bool) -> list[tuple]:
     return []
 
 
+#: The row of a built-in that has compiled twins (``kernels.py``) but no fused ops: a model
+#: with one trains step by step, layer by layer, each layer's twins compiled. (A
+#: convolution's step is mostly arithmetic: crossing from Python once a layer costs little.)
+STEP_BY_STEP = None
+
 #: Built-in layer classes and their lowerings: exactly these classes (a subclass may have
 #: changed the math, so it runs step by step).
 LAYERS = {
@@ -95,7 +100,19 @@ LAYERS = {
     layers.LeakyReLU: lower_leaky_relu,
     layers.Dropout: lower_dropout,
     layers.Flatten: lower_nothing,
+    layers.Reshape: lower_nothing,
+    layers.Conv2D: STEP_BY_STEP,
+    layers.MaxPooling2D: STEP_BY_STEP,
+    layers.AveragePooling2D: STEP_BY_STEP,
+    layers.GlobalMaxPooling2D: STEP_BY_STEP,
+    layers.GlobalAveragePooling2D: STEP_BY_STEP,
 }
+
+
+#: The kernels of the step-by-step built-ins (``tinynn/convolution.py``), forward and backward.
+CONVOLUTION = tuple(f"{name}_{way}" for name in ("conv2d", "max_pool2d", "average_pool2d",
+                                                 "global_max_pool2d", "global_average_pool2d")
+                    for way in ("forward", "backward"))
 
 
 def check() -> None:
@@ -107,7 +124,7 @@ def check() -> None:
                + [n for n, c in losses.LOSSES.items() if c not in LOSSES])
     if missing:
         raise RuntimeError(f"built-ins without a row in tinynn/compiled/table.py: {missing}")
-    names = [*UPDATES, *(f"{n}_backward" for n in ACTIVATIONS)]
+    names = [*UPDATES, *(f"{n}_backward" for n in ACTIVATIONS), *CONVOLUTION]
     absent = [n for n in names if not callable(getattr(reference, n, None))]
     if absent:
         raise RuntimeError(f"tinynn/compiled/table.py names kernels that tinynn.reference "

@@ -21,11 +21,20 @@ may then start backprop from there, and calls ``backward(dy, wrt_logits=True)``.
 from tinynn import utils
 from tinynn.layers.activation import Activation, LeakyReLU, ReLU, Softmax
 from tinynn.layers.base import Layer, call_forward, check_weight, takes, unique_name
-from tinynn.layers.core import Dense, Flatten, Input, InputLayer
+from tinynn.layers.conv import Conv2D
+from tinynn.layers.core import Dense, Flatten, Input, InputLayer, Reshape
 from tinynn.layers.dropout import Dropout
+from tinynn.layers.pooling import (
+    AveragePooling2D,
+    GlobalAveragePooling2D,
+    GlobalMaxPooling2D,
+    MaxPooling2D,
+)
 
-__all__ = ["Activation", "Dense", "Dropout", "Flatten", "Input", "InputLayer", "LAYERS", "Layer",
-           "LeakyReLU", "ReLU", "Softmax", "call_forward", "check_weight", "takes", "unique_name"]
+__all__ = ["Activation", "AveragePooling2D", "Conv2D", "Dense", "Dropout", "Flatten",
+           "GlobalAveragePooling2D", "GlobalMaxPooling2D", "Input", "InputLayer", "LAYERS",
+           "Layer", "LeakyReLU", "MaxPooling2D", "ReLU", "Reshape", "Softmax", "call_forward",
+           "check_weight", "takes", "unique_name"]
 
 #: The built-in layers by class name (model files name them so).
 LAYERS = utils.registry(Layer, __name__)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
+import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
@@ -22,7 +23,10 @@ def unique_name(base: str) -> str:
 
 
 def _snake_case(name: str) -> str:
-    return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
+    """Keras's default layer names: ``Dense`` → dense, ``Conv2D`` → conv2d,
+    ``MaxPooling2D`` → max_pooling2d, ``ReLU`` → re_lu."""
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 class Layer:

@@ -1,4 +1,4 @@
-"""The core layers: ``Dense``, ``Flatten``, and ``Input``."""
+"""The core layers: ``Dense``, ``Flatten``, ``Reshape`` and ``Input``."""
 
 from __future__ import annotations
 
@@ -131,6 +131,48 @@ class Flatten(Layer):
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         return dy.reshape(self._shape)
+
+
+class Reshape(Layer):
+    """Reshape each sample to ``target_shape`` (one entry may be -1: whatever is left),
+    in C order, as Keras.
+
+    Args:
+        target_shape: one sample's new shape, e.g. ``(28, 28, 1)``.
+
+    >>> import numpy as np
+    >>> Reshape((28, 28, 1))(np.zeros((2, 784))).shape
+    (2, 28, 28, 1)
+    """
+
+    def __init__(self, target_shape: Sequence[int], input_shape: Sequence[int] | None = None,
+                 name: str | None = None):
+        super().__init__(input_shape, name)
+        if not isinstance(target_shape, (tuple, list)):
+            raise TypeError(f"target_shape must be a tuple of sizes, got {target_shape!r}")
+        if sum(d == -1 for d in target_shape) > 1:
+            raise ValueError(f"target_shape may have one -1, got {tuple(target_shape)}")
+        self.target_shape = tuple(
+            -1 if d == -1 else validation.positive_int(d, "target_shape") for d in target_shape)
+
+    def compute_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        size, known = int(np.prod(input_shape)), int(np.prod([d for d in self.target_shape
+                                                             if d != -1]))
+        if (-1 in self.target_shape and size % known) or (
+                -1 not in self.target_shape and size != known):
+            raise ValueError(f"layer {self.name!r}: cannot reshape a sample of shape "
+                             f"{tuple(input_shape)} ({size} values) to {self.target_shape}")
+        return tuple(size // known if d == -1 else d for d in self.target_shape)
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        self._shape = x.shape
+        return x.reshape(len(x), *self.compute_output_shape(x.shape[1:]))
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        return dy.reshape(self._shape)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "target_shape": self.target_shape}
 
 
 class InputLayer:
