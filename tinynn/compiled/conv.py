@@ -1,35 +1,84 @@
 """Compiled twins of ``tinynn/convolution.py``: convolution and pooling, same names and results.
 
-A convolution is three matrix products per step (z = cols · W, dW = colsᵀ · dz,
-dcols = dz · Wᵀ), where ``cols`` holds every window of the input as a row
-(``_im2col``, shape (n · oh · ow, kh · kw · c)). The products go through NumPy's BLAS,
-which uses every core and computes each entry in one order whatever the thread count;
-the loops here move the numbers into and out of rows (``_im2col``, ``_col2im``), add
-the bias and the activation, and pool. Each loop is compiled on first use and kept on
-disk (``jit.njit``).
+How a convolution is computed here depends on its window's size K = kh · kw · c:
+
+* **Small windows** (K ≤ ``DIRECT_MAX``, e.g. a first layer over grayscale images, K = 9):
+  loops over the output pixels, each adding ``x · W[a, b, c, :]`` for each tap whose
+  input is not zero (MNIST's pixels are ~80 % zeros; adding 0 · w is exact, so only a
+  non-finite weight meeting a zero input differs: it gives 0, as the Dense twins do).
+* **Larger windows**: three matrix products per step through NumPy's BLAS
+  (z = cols · W, dW = colsᵀ · dz, dcols = dz · Wᵀ), where ``cols`` holds every window
+  as a row (``_im2col``, shape (n · oh · ow, K)). BLAS computes each entry in one order
+  whatever its thread count.
+
+The loops split the samples between threads (``engine.threads()``, one per core), each
+running a compiled loop that releases the GIL. A sum over samples (the weight gradients
+of small windows) is made of ``PARTS`` partial sums over fixed slices of the batch, added
+in order (``_summed_in_parts``), so that the weights do not depend on the thread count.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from tinynn.compiled import engine
 from tinynn.compiled.jit import inline, njit
 from tinynn.compiled.loops import _activate, _activate_backward
 from tinynn.compiled.table import CODES
 from tinynn.convolution import geometry
 
+#: Windows of at most this many weights per filter are computed by loops, larger ones by BLAS.
+DIRECT_MAX = 32
+#: Partial sums of a weight gradient over the batch (fixed: see the module docstring).
+PARTS = 4
+
 
 def _geometries(x_shape, window, strides, dilation, padding):
     """(oh, top, _), (ow, left, _) of ``tinynn.convolution.geometry`` along h and w."""
-    return [geometry(x_shape[1 + a], window[a], strides[a], dilation[a], padding) for a in (0, 1)]
+    return [geometry(x_shape[1 + a], window[a], strides[a], dilation[a], padding)
+            for a in (0, 1)]
+
+
+def _summed_in_parts(kernel, n: int, shape, dtype, *args) -> np.ndarray:
+    """Σ over ``PARTS`` fixed slices of the samples of ``kernel(*args, part, s0, s1)``
+    (each part a zeroed array of ``shape``), added in order; the threads share the parts."""
+    parts = np.zeros((PARTS, *shape), dtype)
+    bounds = [n * p // PARTS for p in range(PARTS + 1)]
+    count = min(engine.threads(), PARTS)
+
+    def run(t: int) -> None:
+        for p in range(PARTS * t // count, PARTS * (t + 1) // count):
+            kernel(*args, parts[p], bounds[p], bounds[p + 1])
+
+    if count == 1:
+        run(0)
+    else:
+        list(engine._pool().map(run, range(count)))
+    total = parts[0]
+    for p in range(1, PARTS):
+        total += parts[p]
+    return total
+
+
+def _in_threads(kernel, n: int, *args) -> None:
+    """``kernel(*args, s0, s1)`` over samples [0, n), split between the threads."""
+    count = min(engine.threads(), n)
+    cuts = [n * t // count for t in range(count + 1)]
+    if count == 1:
+        kernel(*args, 0, n)
+        return
+    list(engine._pool().map(lambda t: kernel(*args, cuts[t], cuts[t + 1]), range(count)))
+
+
+# ---------------------------------------------------------------- rows of windows
 
 
 @njit
-def _im2col(x, kh, kw, sh, sw, dh, dw, top, left, oh, ow, cols):
+def _im2col(x, kh, kw, sh, sw, dh, dw, top, left, oh, ow, cols, s0, s1):
     """cols[(s · oh + i) · ow + j, (a · kw + b) · c + ch] = x_p[s, i·sh + a·dh, j·sw + b·dw, ch]
-    (0 in the padding)."""
-    n, h, w, c = x.shape
-    for s in range(n):
+    (0 in the padding), for samples s in [s0, s1)."""
+    _, h, w, c = x.shape
+    for s in range(s0, s1):
         for i in range(oh):
             for j in range(ow):
                 row = (s * oh + i) * ow + j
@@ -38,20 +87,17 @@ def _im2col(x, kh, kw, sh, sw, dh, dw, top, left, oh, ow, cols):
                     for b in range(kw):
                         q = j * sw + b * dw - left
                         base = (a * kw + b) * c
-                        if 0 <= r < h and 0 <= q < w:
-                            for ch in range(c):
-                                cols[row, base + ch] = x[s, r, q, ch]
-                        else:
-                            for ch in range(c):
-                                cols[row, base + ch] = 0
+                        inside = 0 <= r < h and 0 <= q < w
+                        for ch in range(c):
+                            cols[row, base + ch] = x[s, r, q, ch] if inside else 0
 
 
 @njit
-def _col2im(dcols, kh, kw, sh, sw, dh, dw, top, left, oh, ow, dx):
+def _col2im(dcols, kh, kw, sh, sw, dh, dw, top, left, oh, ow, dx, s0, s1):
     """The backward of ``_im2col``: add each row's entries back at the pixels they came
     from (dx starts at zero; the padding's share is dropped)."""
-    n, h, w, c = dx.shape
-    for s in range(n):
+    _, h, w, c = dx.shape
+    for s in range(s0, s1):
         for i in range(oh):
             for j in range(ow):
                 row = (s * oh + i) * ow + j
@@ -66,11 +112,76 @@ def _col2im(dcols, kh, kw, sh, sw, dh, dw, top, left, oh, ow, dx):
                                     dx[s, r, q, ch] += dcols[row, base + ch]
 
 
+# ---------------------------------------------------------------- small windows, by loops
+
+
 @njit
-def _add_bias(z, b):
-    for r in range(z.shape[0]):
+def _conv_direct(x, W, b, sh, sw, dh, dw, top, left, z, s0, s1):
+    """z[s, i, j, :] = b + Σ over the window's non-zero inputs v of v · W[a, b, ch, :]."""
+    _, h, w, c = x.shape
+    kh, kw, _, f = W.shape
+    _, oh, ow, _ = z.shape
+    for s in range(s0, s1):
+        for i in range(oh):
+            for j in range(ow):
+                for k in range(f):
+                    z[s, i, j, k] = b[k]
+                for a in range(kh):
+                    r = i * sh + a * dh - top
+                    if 0 <= r < h:
+                        for bb in range(kw):
+                            q = j * sw + bb * dw - left
+                            if 0 <= q < w:
+                                for ch in range(c):
+                                    v = x[s, r, q, ch]
+                                    if v != 0:
+                                        for k in range(f):
+                                            z[s, i, j, k] += v * W[a, bb, ch, k]
+
+
+@njit
+def _conv_direct_weight_grads(x, dz, sh, sw, dh, dw, top, left, dW, s0, s1):
+    """dW = Σ over samples [s0, s1) of x_p · dz, tap by tap (dW starts at zero)."""
+    _, h, w, c = x.shape
+    kh, kw, _, f = dW.shape
+    _, oh, ow, _ = dz.shape
+    for s in range(s0, s1):
+        for i in range(oh):
+            for j in range(ow):
+                for a in range(kh):
+                    r = i * sh + a * dh - top
+                    if 0 <= r < h:
+                        for bb in range(kw):
+                            q = j * sw + bb * dw - left
+                            if 0 <= q < w:
+                                for ch in range(c):
+                                    v = x[s, r, q, ch]
+                                    if v != 0:
+                                        for k in range(f):
+                                            dW[a, bb, ch, k] += v * dz[s, i, j, k]
+
+
+# ---------------------------------------------------------------- the twins
+
+
+@njit
+def _add_bias(z, b, r0, r1):
+    for r in range(r0, r1):
         for f in range(z.shape[1]):
             z[r, f] += b[f]
+
+
+@njit
+def _activate_rows(z, a, code, s0, s1):
+    """``loops._activate`` on the rows of samples [s0, s1) (z, a: (n, rows per sample, f))."""
+    _activate(z[s0:s1].reshape(-1, z.shape[2]), a[s0:s1].reshape(-1, z.shape[2]), code, 0.0)
+
+
+@njit
+def _activate_backward_rows(da, a, code, dz, s0, s1):
+    f = a.shape[2]
+    _activate_backward(da[s0:s1].reshape(-1, f), a[s0:s1].reshape(-1, f), code, 0.0,
+                       dz[s0:s1].reshape(-1, f))
 
 
 @njit
@@ -79,16 +190,6 @@ def _bias_grads(dz, db):
     for r in range(dz.shape[0]):
         for f in range(dz.shape[1]):
             db[f] += dz[r, f]
-
-
-def _cols(x, W, strides, padding, dilation_rate):
-    """(cols, (oh, top), (ow, left)) of x for a (kh, kw, c, f) kernel."""
-    kh, kw, c, _ = W.shape
-    (oh, top, _), (ow, left, _) = _geometries(x.shape, W.shape, strides, dilation_rate, padding)
-    cols = np.empty((len(x) * oh * ow, kh * kw * c), W.dtype)
-    _im2col(np.ascontiguousarray(x, W.dtype), kh, kw, *strides, *dilation_rate, top, left,
-            oh, ow, cols)
-    return cols, (oh, top), (ow, left)
 
 
 def _check_conv(x, W, b, *per_output):
@@ -101,35 +202,63 @@ def _check_conv(x, W, b, *per_output):
                          f"{x.shape} and W {W.shape}")
 
 
+class _Conv:
+    """One call's shapes: the geometry, and whether loops or BLAS do the products."""
+
+    def __init__(self, x, W, strides, padding, dilation_rate):
+        self.n, (self.kh, self.kw, self.c, self.f) = len(x), W.shape
+        (self.oh, self.top, _), (self.ow, self.left, _) = _geometries(
+            x.shape, W.shape, strides, dilation_rate, padding)
+        self.x = np.ascontiguousarray(x, W.dtype)
+        self.W = np.ascontiguousarray(W)
+        self.window = (self.kh, self.kw, *strides, *dilation_rate, self.top, self.left)
+        self.direct = self.kh * self.kw * self.c <= DIRECT_MAX
+        self.out = (self.n, self.oh, self.ow, self.f)
+
+    def cols(self):
+        cols = np.empty((self.n * self.oh * self.ow, self.kh * self.kw * self.c), self.W.dtype)
+        _in_threads(_im2col, self.n, self.x, *self.window, self.oh, self.ow, cols)
+        return cols
+
+
 def conv2d_forward(x, W, b, strides, padding, dilation_rate, activation):
     """Twin of ``reference.conv2d_forward``."""
     _check_conv(x, W, b)
-    cols, (oh, _), (ow, _) = _cols(x, W, strides, padding, dilation_rate)
-    z = cols @ W.reshape(-1, W.shape[3])
-    if b is not None:
-        _add_bias(z, b)
+    g = _Conv(x, W, strides, padding, dilation_rate)
+    bias = np.zeros(g.f, W.dtype) if b is None else np.ascontiguousarray(b, W.dtype)
+    if g.direct:
+        z = np.empty(g.out, W.dtype)
+        _in_threads(_conv_direct, g.n, g.x, g.W, bias, *g.window[2:], z)
+    else:
+        z = (g.cols() @ g.W.reshape(-1, g.f)).reshape(g.out)
+        if b is not None:
+            _add_bias(z.reshape(-1, g.f), bias, 0, z.size // g.f)
     a = np.empty_like(z)
-    _activate(z, a, CODES[activation], 0.0)
-    shape = (len(x), oh, ow, W.shape[3])
-    return z.reshape(shape), a.reshape(shape)
+    _in_threads(_activate_rows, g.n, z.reshape(g.n, -1, g.f), a.reshape(g.n, -1, g.f),
+                CODES[activation])
+    return z, a
 
 
 def conv2d_backward(x, W, a, da, strides, padding, dilation_rate, activation, need_dx=True):
     """Twin of ``reference.conv2d_backward``: returns (dx or None, dW, db)."""
     _check_conv(x, W, None, a, da)
-    f = W.shape[3]
-    a2, da2 = a.reshape(-1, f), np.ascontiguousarray(da, W.dtype).reshape(-1, f)
-    dz = np.empty_like(a2)
-    _activate_backward(da2, a2, CODES[activation], 0.0, dz)
-    cols, (oh, top), (ow, left) = _cols(x, W, strides, padding, dilation_rate)
-    dW = (cols.T @ dz).reshape(W.shape)
-    db = np.empty(f, W.dtype)
-    _bias_grads(dz, db)
+    g = _Conv(x, W, strides, padding, dilation_rate)
+    rows = (g.n, g.oh * g.ow, g.f)
+    dz = np.empty(rows, W.dtype)
+    _in_threads(_activate_backward_rows, g.n, np.ascontiguousarray(da, W.dtype).reshape(rows),
+                np.ascontiguousarray(a, W.dtype).reshape(rows), CODES[activation], dz)
+    dz2 = dz.reshape(-1, g.f)
+    if g.direct:
+        dW = _summed_in_parts(_conv_direct_weight_grads, g.n, W.shape, W.dtype, g.x,
+                              dz.reshape(g.out), *g.window[2:])
+    else:
+        dW = (g.cols().T @ dz2).reshape(W.shape)
+    db = np.empty(g.f, W.dtype)
+    _bias_grads(dz2, db)
     if not need_dx:
         return None, dW, db
     dx = np.zeros(x.shape, W.dtype)
-    _col2im(dz @ W.reshape(-1, f).T, W.shape[0], W.shape[1], *strides, *dilation_rate,
-            top, left, oh, ow, dx)
+    _in_threads(_col2im, g.n, dz2 @ g.W.reshape(-1, g.f).T, *g.window, g.oh, g.ow, dx)
     return dx, dW, db
 
 
@@ -142,123 +271,139 @@ def _not_nan(v):
     return v <= np.inf
 
 
+@inline
+def _window(i, j, ph, pw, sh, sw, top, left, h, w):
+    """The in-image rows [r0, r1) and columns [q0, q1) of the window at (i, j)."""
+    r0, q0 = i * sh - top, j * sw - left
+    return max(r0, 0), min(r0 + ph, h), max(q0, 0), min(q0 + pw, w)
+
+
 @njit
-def _max_pool(x, ph, pw, sh, sw, top, left, y, first):
-    """y = each window's max (the first NaN if any, as NumPy's max); first = where it is,
-    as r · w + q (the first maximum in row-major window order). Channels innermost: they
-    are adjacent in memory, so the comparisons run in vectors."""
-    n, h, w, c = x.shape
+def _max_pool(x, ph, pw, sh, sw, top, left, y, s0, s1):
+    """y = each window's max (NaN if the window holds one, as NumPy's max). Channels
+    innermost: they are adjacent in memory, so the comparisons run in vectors."""
+    _, h, w, c = x.shape
     _, oh, ow, _ = y.shape
-    for s in range(n):
+    for s in range(s0, s1):
         for i in range(oh):
-            r0, r1 = max(i * sh - top, 0), min(i * sh - top + ph, h)
             for j in range(ow):
-                q0, q1 = max(j * sw - left, 0), min(j * sw - left + pw, w)
-                best, where = y[s, i, j], first[s, i, j]
+                r0, r1, q0, q1 = _window(i, j, ph, pw, sh, sw, top, left, h, w)
                 for ch in range(c):
-                    best[ch] = x[s, r0, q0, ch]
-                    where[ch] = r0 * w + q0
+                    y[s, i, j, ch] = x[s, r0, q0, ch]
                 for r in range(r0, r1):
                     for q in range(q0, q1):
                         for ch in range(c):
-                            v = x[s, r, q, ch]
-                            # (a NaN, once it is the best, stays: NumPy's max is NaN then)
-                            if v > best[ch] or (_not_nan(best[ch]) and not _not_nan(v)):
-                                best[ch] = v
-                                where[ch] = r * w + q
+                            v, best = x[s, r, q, ch], y[s, i, j, ch]
+                            y[s, i, j, ch] = v if (v > best or not _not_nan(v)) and \
+                                _not_nan(best) else best
 
 
 @njit
-def _max_pool_backward(dy, first, dx):
-    """Each window's dy to its first maximum (dx starts at zero)."""
-    n, oh, ow, c = dy.shape
-    w = dx.shape[2]
-    for s in range(n):
+def _max_pool_backward(x, y, dy, ph, pw, sh, sw, top, left, dx, s0, s1):
+    """Each window's dy to the first input equal to its max (its first NaN if the max is
+    NaN), in row-major window order; dx starts at zero. The window is scanned backwards,
+    each match overwriting the last, so the first one stays: comparisons and selects
+    that run in vectors, then one add per window and channel."""
+    _, h, w, c = x.shape
+    _, oh, ow, _ = y.shape
+    first = np.empty(c, np.int64)
+    for s in range(s0, s1):
         for i in range(oh):
             for j in range(ow):
+                r0, r1, q0, q1 = _window(i, j, ph, pw, sh, sw, top, left, h, w)
+                for r in range(r1 - 1, r0 - 1, -1):
+                    for q in range(q1 - 1, q0 - 1, -1):
+                        for ch in range(c):
+                            v, best = x[s, r, q, ch], y[s, i, j, ch]
+                            hit = v == best or not (_not_nan(v) or _not_nan(best))
+                            first[ch] = r * w + q if hit else first[ch]
                 for ch in range(c):
-                    where = first[s, i, j, ch]
-                    dx[s, where // w, where % w, ch] += dy[s, i, j, ch]
+                    dx[s, first[ch] // w, first[ch] % w, ch] += dy[s, i, j, ch]
 
 
-def _pool_shape(x_shape, pool_size, strides, padding):
+def _pool_geometry(x_shape, pool_size, strides, padding):
+    """(output shape, top, left) of a pooling."""
     (oh, top, _), (ow, left, _) = _geometries(x_shape, pool_size, strides, (1, 1), padding)
     return (x_shape[0], oh, ow, x_shape[3]), top, left
 
 
+def _max_pooled(x, pool_size, strides, padding):
+    shape, top, left = _pool_geometry(x.shape, pool_size, strides, padding)
+    y = np.empty(shape, x.dtype)
+    _in_threads(_max_pool, len(x), x, *pool_size, *strides, top, left, y)
+    return y, top, left
+
+
 def max_pool2d_forward(x, pool_size, strides, padding):
     """Twin of ``reference.max_pool2d_forward``."""
-    shape, top, left = _pool_shape(x.shape, pool_size, strides, padding)
-    y = np.empty(shape, x.dtype)
-    _max_pool(np.ascontiguousarray(x), *pool_size, *strides, top, left, y,
-              np.empty(shape, np.int64))
-    return y
+    return _max_pooled(np.ascontiguousarray(x), pool_size, strides, padding)[0]
 
 
 def max_pool2d_backward(dy, x, pool_size, strides, padding):
     """Twin of ``reference.max_pool2d_backward``."""
-    shape, top, left = _pool_shape(x.shape, pool_size, strides, padding)
-    if dy.shape != shape:
-        raise ValueError(f"max_pool2d_backward: dy has shape {dy.shape}, expected {shape}")
-    first = np.empty(shape, np.int64)
-    _max_pool(np.ascontiguousarray(x), *pool_size, *strides, top, left,
-              np.empty(shape, x.dtype), first)
+    x = np.ascontiguousarray(x)
+    y, top, left = _max_pooled(x, pool_size, strides, padding)
+    if dy.shape != y.shape:
+        raise ValueError(f"max_pool2d_backward: dy has shape {dy.shape}, expected {y.shape}")
     dx = np.zeros(x.shape, dy.dtype)
-    _max_pool_backward(np.ascontiguousarray(dy), first, dx)
+    _in_threads(_max_pool_backward, len(x), x, y, np.ascontiguousarray(dy), *pool_size,
+                *strides, top, left, dx)
     return dx
 
 
 @njit
-def _average_pool(x, ph, pw, sh, sw, top, left, y):
+def _average_pool(x, ph, pw, sh, sw, top, left, y, s0, s1):
     """y = each window's mean over its in-image inputs."""
-    n, h, w, c = x.shape
+    _, h, w, c = x.shape
     _, oh, ow, _ = y.shape
-    for s in range(n):
+    for s in range(s0, s1):
         for i in range(oh):
-            r0, r1 = max(i * sh - top, 0), min(i * sh - top + ph, h)
             for j in range(ow):
-                q0, q1 = max(j * sw - left, 0), min(j * sw - left + pw, w)
+                r0, r1, q0, q1 = _window(i, j, ph, pw, sh, sw, top, left, h, w)
                 for ch in range(c):
-                    total = 0.0
-                    for r in range(r0, r1):
-                        for q in range(q0, q1):
-                            total += x[s, r, q, ch]
-                    y[s, i, j, ch] = total / ((r1 - r0) * (q1 - q0))
+                    y[s, i, j, ch] = 0
+                for r in range(r0, r1):
+                    for q in range(q0, q1):
+                        for ch in range(c):
+                            y[s, i, j, ch] += x[s, r, q, ch]
+                scale = y.dtype.type(1.0 / ((r1 - r0) * (q1 - q0)))
+                for ch in range(c):
+                    y[s, i, j, ch] *= scale
 
 
 @njit
-def _average_pool_backward(dy, ph, pw, sh, sw, top, left, dx):
+def _average_pool_backward(dy, ph, pw, sh, sw, top, left, dx, s0, s1):
     """Each window's dy, divided by its count, to each input it averaged (dx starts at 0)."""
-    n, h, w, c = dx.shape
+    _, h, w, c = dx.shape
     _, oh, ow, _ = dy.shape
-    for s in range(n):
+    for s in range(s0, s1):
         for i in range(oh):
-            r0, r1 = max(i * sh - top, 0), min(i * sh - top + ph, h)
             for j in range(ow):
-                q0, q1 = max(j * sw - left, 0), min(j * sw - left + pw, w)
-                scale = 1.0 / ((r1 - r0) * (q1 - q0))
-                for ch in range(c):
-                    share = dy[s, i, j, ch] * scale
-                    for r in range(r0, r1):
-                        for q in range(q0, q1):
-                            dx[s, r, q, ch] += share
+                r0, r1, q0, q1 = _window(i, j, ph, pw, sh, sw, top, left, h, w)
+                scale = dx.dtype.type(1.0 / ((r1 - r0) * (q1 - q0)))
+                for r in range(r0, r1):
+                    for q in range(q0, q1):
+                        for ch in range(c):
+                            dx[s, r, q, ch] += dy[s, i, j, ch] * scale
 
 
 def average_pool2d_forward(x, pool_size, strides, padding):
     """Twin of ``reference.average_pool2d_forward``."""
-    shape, top, left = _pool_shape(x.shape, pool_size, strides, padding)
+    shape, top, left = _pool_geometry(x.shape, pool_size, strides, padding)
     y = np.empty(shape, x.dtype)
-    _average_pool(np.ascontiguousarray(x), *pool_size, *strides, top, left, y)
+    _in_threads(_average_pool, len(x), np.ascontiguousarray(x), *pool_size, *strides, top,
+                left, y)
     return y
 
 
 def average_pool2d_backward(dy, x_shape, pool_size, strides, padding):
     """Twin of ``reference.average_pool2d_backward``."""
-    shape, top, left = _pool_shape(tuple(x_shape), pool_size, strides, padding)
+    shape, top, left = _pool_geometry(tuple(x_shape), pool_size, strides, padding)
     if dy.shape != shape:
         raise ValueError(f"average_pool2d_backward: dy has shape {dy.shape}, expected {shape}")
     dx = np.zeros(tuple(x_shape), dy.dtype)
-    _average_pool_backward(np.ascontiguousarray(dy), *pool_size, *strides, top, left, dx)
+    _in_threads(_average_pool_backward, len(dy), np.ascontiguousarray(dy), *pool_size,
+                *strides, top, left, dx)
     return dx
 
 

@@ -137,17 +137,23 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def training_threads(fused_plan: Plan) -> int:
-    """How many threads share each compiled training step: ``$TINYNN_THREADS`` if set,
-    else one per core (at most ``MAX_TRAINING_THREADS``); one for a model whose products
-    go through BLAS, which already uses every core."""
+def threads() -> int:
+    """How many threads share compiled work: ``$TINYNN_THREADS`` if set, else one per core
+    (at most ``MAX_TRAINING_THREADS``)."""
     value = os.environ.get(THREADS_VAR, "").strip()
     if value and (not value.isdigit() or not 1 <= int(value) <= 64):
         raise ValueError(f"${THREADS_VAR}={value!r}: expected a whole number of threads "
                          f"from 1 to 64, or unset for one per core")
+    return int(value) if value else min(_cores(), MAX_TRAINING_THREADS)
+
+
+def training_threads(fused_plan: Plan) -> int:
+    """How many threads share each compiled training step: ``threads()``, or one for a
+    model whose products go through BLAS, which already uses every core."""
+    count = threads()
     if _fused().blas_in_training(fused_plan.ops, fused_plan.Ws).any():
         return 1
-    return int(value) if value else min(_cores(), MAX_TRAINING_THREADS)
+    return count
 
 
 def _column_counts(indices: np.ndarray, k: int) -> np.ndarray:
@@ -310,7 +316,8 @@ def _training_pool() -> ThreadPoolExecutor:
 
 
 def _pool() -> ThreadPoolExecutor:
-    """The threads that share predict's rows."""
+    """The threads that share predict's rows, and a step-by-step layer's samples
+    (``conv.py``)."""
     return _pools(os.getpid(), "tinynn", _cores())
 
 
