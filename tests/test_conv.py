@@ -414,3 +414,50 @@ def test_a_convnet_trains_to_the_same_weights_on_both_backends():
 def test_the_textbook_module_is_the_reference_kernels():
     for name in ("conv2d_forward", "max_pool2d_backward", "global_average_pool2d_forward"):
         assert getattr(reference, name) is getattr(convolution, name)
+
+
+_TRAIN_A_CONVNET = """
+import hashlib, numpy as np, tinynn
+tinynn.utils.set_random_seed(5)
+from tinynn.layers import Conv2D, MaxPooling2D, Flatten, Dropout, Dense
+model = tinynn.Sequential([tinynn.Input((28, 28, 1)), Conv2D(8, 3, activation="relu"),
+                           MaxPooling2D(), Conv2D(40, 3, activation="relu"), MaxPooling2D(),
+                           Flatten(), Dropout(0.5), Dense(10, activation="softmax")])
+model.compile("adam", "categorical_crossentropy")
+rng = np.random.default_rng(0)
+x = rng.random((150, 28, 28, 1)).astype(np.float32)
+x[x < 0.7] = 0  # mostly zeros, as MNIST
+y = tinynn.utils.to_categorical(rng.integers(0, 10, 150), 10)
+model.fit(x, y, batch_size=50, epochs=2, verbose=0)
+print(hashlib.sha256(b"".join(w.tobytes() for w in model.get_weights())).hexdigest())
+"""
+
+
+@pytest.mark.compiled
+def test_a_convnet_trains_to_the_same_bits_whatever_the_thread_count():
+    """Loops split between 1 or 3 threads, BLAS on 1 or 2: the same weights, to the bit."""
+    import os
+    import subprocess
+    import sys
+
+    def weights_hash(threads: str, blas: str) -> str:
+        env = {**os.environ, "TINYNN_THREADS": threads, "OPENBLAS_NUM_THREADS": blas,
+               "TINYNN_BACKEND": "numba"}
+        return subprocess.run([sys.executable, "-c", _TRAIN_A_CONVNET], env=env, check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    assert weights_hash("1", "1") == weights_hash("3", "2")
+
+
+@pytest.mark.compiled
+def test_the_callers_own_blas_threads_are_left_as_they_were():
+    from tinynn.compiled import conv, kernels
+
+    setter = conv._blas_threads_setter()
+    if setter is None:
+        pytest.skip("this NumPy's BLAS has no per-thread thread count (not OpenBLAS ≥ 0.3.27)")
+    before = setter(3)
+    x = np.random.default_rng(0).random((4, 9, 9, 8)).astype(np.float32)
+    kernels.conv2d_forward(x, np.ones((3, 3, 8, 4), np.float32), None, (1, 1), "valid",
+                           (1, 1), "relu")
+    assert setter(before) == 3

@@ -8,16 +8,22 @@ How a convolution is computed here depends on its window's size K = kh · kw · 
   non-finite weight meeting a zero input differs: it gives 0, as the Dense twins do).
 * **Larger windows**: three matrix products per step through NumPy's BLAS
   (z = cols · W, dW = colsᵀ · dz, dcols = dz · Wᵀ), where ``cols`` holds every window
-  as a row (``_im2col``, shape (n · oh · ow, K)). BLAS computes each entry in one order
-  whatever its thread count.
+  as a row (``_im2col``, shape (n · oh · ow, K)).
 
-The loops split the samples between threads (``engine.threads()``, one per core), each
-running a compiled loop that releases the GIL. A sum over samples (the weight gradients
-of small windows) is made of ``PARTS`` partial sums over fixed slices of the batch, added
-in order (``_summed_in_parts``), so that the weights do not depend on the thread count.
+The work is split between threads (``engine.threads()``, one per core), by samples: the
+loops are compiled and release the GIL, and so does BLAS. Sums over samples (the weight
+gradients) are ``PARTS`` partial sums over fixed slices of the batch, added in order
+(``_summed_in_parts``); each product runs on one of BLAS's threads (OpenBLAS's
+``openblas_set_num_threads_local``), since OpenBLAS rounds differently with more. So the
+weights do not depend on any thread count.
 """
 
 from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+from pathlib import Path
 
 import numpy as np
 
@@ -39,6 +45,32 @@ def _geometries(x_shape, window, strides, dilation, padding):
             for a in (0, 1)]
 
 
+@functools.cache
+def _blas_threads_setter():
+    """NumPy's OpenBLAS ``openblas_set_num_threads_local`` (OpenBLAS ≥ 0.3.27), or None."""
+    for path in sorted((Path(np.__file__).parent.parent / "numpy.libs").glob("*openblas*")):
+        try:
+            setter = ctypes.CDLL(str(path)).openblas_set_num_threads_local
+        except (OSError, AttributeError):
+            continue
+        setter.argtypes, setter.restype = [ctypes.c_int], ctypes.c_int
+        return setter
+    return None
+
+
+@contextlib.contextmanager
+def _one_blas_thread():
+    """Within the block, this thread's BLAS products run on one thread; after it, on as
+    many as before (the caller's own products keep BLAS's threads)."""
+    setter = _blas_threads_setter()
+    previous = setter(1) if setter is not None else None
+    try:
+        yield
+    finally:
+        if setter is not None:
+            setter(previous)
+
+
 def _summed_in_parts(kernel, n: int, shape, dtype, *args) -> np.ndarray:
     """Σ over ``PARTS`` fixed slices of the samples of ``kernel(*args, part, s0, s1)``
     (each part a zeroed array of ``shape``), added in order; the threads share the parts."""
@@ -47,8 +79,9 @@ def _summed_in_parts(kernel, n: int, shape, dtype, *args) -> np.ndarray:
     count = min(engine.threads(), PARTS)
 
     def run(t: int) -> None:
-        for p in range(PARTS * t // count, PARTS * (t + 1) // count):
-            kernel(*args, parts[p], bounds[p], bounds[p + 1])
+        with _one_blas_thread():
+            for p in range(PARTS * t // count, PARTS * (t + 1) // count):
+                kernel(*args, parts[p], bounds[p], bounds[p + 1])
 
     if count == 1:
         run(0)
@@ -64,10 +97,14 @@ def _in_threads(kernel, n: int, *args) -> None:
     """``kernel(*args, s0, s1)`` over samples [0, n), split between the threads."""
     count = min(engine.threads(), n)
     cuts = [n * t // count for t in range(count + 1)]
+    def run(t: int) -> None:
+        with _one_blas_thread():
+            kernel(*args, cuts[t], cuts[t + 1])
+
     if count == 1:
-        kernel(*args, 0, n)
-        return
-    list(engine._pool().map(lambda t: kernel(*args, cuts[t], cuts[t + 1]), range(count)))
+        run(0)
+    else:
+        list(engine._pool().map(run, range(count)))
 
 
 # ---------------------------------------------------------------- rows of windows
@@ -220,6 +257,21 @@ class _Conv:
         _in_threads(_im2col, self.n, self.x, *self.window, self.oh, self.ow, cols)
         return cols
 
+    def rows(self, s0: int, s1: int) -> slice:
+        """The rows of cols (and of z as a matrix) of samples [s0, s1)."""
+        return slice(s0 * self.oh * self.ow, s1 * self.oh * self.ow)
+
+
+def _product(a, b, out, s0, s1):
+    """out[s0:s1] = a[s0:s1] · b for samples [s0, s1) (a: (n, rows, K)), on one BLAS
+    thread (see above); each row's product does not depend on the others."""
+    np.matmul(a[s0:s1], b, out=out[s0:s1])
+
+
+def _weight_product(cols, dz, dW, s0, s1):
+    """dW += colsᵀ · dz over samples [s0, s1) (cols: (n, rows, K), dz: (n, rows, f))."""
+    dW += cols[s0:s1].reshape(-1, cols.shape[2]).T @ dz[s0:s1].reshape(-1, dz.shape[2])
+
 
 def conv2d_forward(x, W, b, strides, padding, dilation_rate, activation):
     """Twin of ``reference.conv2d_forward``."""
@@ -230,7 +282,10 @@ def conv2d_forward(x, W, b, strides, padding, dilation_rate, activation):
         z = np.empty(g.out, W.dtype)
         _in_threads(_conv_direct, g.n, g.x, g.W, bias, *g.window[2:], z)
     else:
-        z = (g.cols() @ g.W.reshape(-1, g.f)).reshape(g.out)
+        z = np.empty(g.out, W.dtype)
+        per_sample = g.oh * g.ow
+        _in_threads(_product, g.n, g.cols().reshape(g.n, per_sample, -1), g.W.reshape(-1, g.f),
+                    z.reshape(g.n, per_sample, g.f))
         if b is not None:
             _add_bias(z.reshape(-1, g.f), bias, 0, z.size // g.f)
     a = np.empty_like(z)
@@ -252,13 +307,18 @@ def conv2d_backward(x, W, a, da, strides, padding, dilation_rate, activation, ne
         dW = _summed_in_parts(_conv_direct_weight_grads, g.n, W.shape, W.dtype, g.x,
                               dz.reshape(g.out), *g.window[2:])
     else:
-        dW = (g.cols().T @ dz2).reshape(W.shape)
+        per_sample = g.oh * g.ow
+        dW = _summed_in_parts(_weight_product, g.n, (g.kh * g.kw * g.c, g.f), W.dtype,
+                              g.cols().reshape(g.n, per_sample, -1),
+                              dz).reshape(W.shape)
     db = np.empty(g.f, W.dtype)
     _bias_grads(dz2, db)
     if not need_dx:
         return None, dW, db
+    dcols = np.empty((g.n, g.oh * g.ow, g.kh * g.kw * g.c), W.dtype)
+    _in_threads(_product, g.n, dz, g.W.reshape(-1, g.f).T, dcols)
     dx = np.zeros(x.shape, W.dtype)
-    _in_threads(_col2im, g.n, dz2 @ g.W.reshape(-1, g.f).T, *g.window, g.oh, g.ow, dx)
+    _in_threads(_col2im, g.n, dcols.reshape(-1, dcols.shape[2]), *g.window, g.oh, g.ow, dx)
     return dx, dW, db
 
 
