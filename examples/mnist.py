@@ -1,7 +1,8 @@
-"""The Keras MNIST notebook, rebuilt on tinynn: two dense models learn handwritten digits.
+"""The Keras MNIST notebook, rebuilt on tinynn: two dense models (and a convnet) learn digits.
 
     python examples/mnist.py                     # 5 epochs, batch 32, seed 0, into ./mnist_output
     python examples/mnist.py --dataset fashion_mnist --epochs 10 --out fashion_output
+    python examples/mnist.py --models simple,hidden,convnet   # with Keras's MNIST convnet
 
 Cell by cell as the notebook: load the data and describe it, scale it to [0, 1]
 and flatten it, then train and evaluate a model with no hidden layer
@@ -10,7 +11,10 @@ sigmoid)), both with Adam and sparse categorical cross-entropy; the notebook
 then trains the simple model for another round, which this script repeats.
 Beyond the notebook it draws learning curves, the simple model's weights as
 images, the most confident mistakes, per-class precision and recall, and
-writes metrics.json and report.md into --out.
+writes metrics.json and report.md into --out. ``--models convnet`` adds Keras's "Simple
+MNIST convnet" (two Conv2D + MaxPooling2D, Dropout(0.5), softmax), trained on the images
+with their channel axis, and draws its first layer's 32 filters and their feature maps on
+a test digit.
 
 MNIST is read from --data-dir, or found as tinynn.datasets.base describes
 (set $TINYNN_DATA on a machine without internet).
@@ -28,11 +32,23 @@ import numpy as np
 import tinynn as keras
 from tinynn import metrics, plots
 
-MODELS = ("simple", "hidden")
+MODELS = ("simple", "hidden", "convnet")
 
 
 def build(name: str) -> keras.Sequential:
-    """The notebook's two models."""
+    """The notebook's two models, and Keras's MNIST convnet."""
+    if name == "convnet":
+        layers = keras.layers
+        return keras.Sequential([
+            keras.Input(shape=(28, 28, 1)),
+            layers.Conv2D(32, kernel_size=(3, 3), activation="relu"),
+            layers.MaxPooling2D(pool_size=(2, 2)),
+            layers.Conv2D(64, kernel_size=(3, 3), activation="relu"),
+            layers.MaxPooling2D(pool_size=(2, 2)),
+            layers.Flatten(),
+            layers.Dropout(0.5),
+            layers.Dense(10, activation="softmax"),
+        ])
     if name == "simple":
         return keras.Sequential([keras.layers.Dense(10, input_shape=(784,), activation="sigmoid")])
     return keras.Sequential([
@@ -54,12 +70,15 @@ class EpochTimer(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self.start)
 
 
-def confidences(outputs: np.ndarray) -> np.ndarray:
+def confidences(outputs: np.ndarray, model: str) -> np.ndarray:
     """The probabilities the training objective assumes: softmax of the output layer's logits.
 
-    The models end in sigmoids, but the loss Keras (and tinynn) minimises is the
-    softmax cross-entropy of the sigmoids' inputs, so logit(output) recovers them.
+    The dense models end in sigmoids, but the loss Keras (and tinynn) minimises is the
+    softmax cross-entropy of the sigmoids' inputs, so logit(output) recovers them; the
+    convnet's outputs are softmax probabilities already.
     """
+    if model == "convnet":
+        return outputs.astype(np.float64)
     p = np.clip(outputs.astype(np.float64), 1e-7, 1 - 1e-7)
     z = np.log(p / (1 - p))
     e = np.exp(z - z.max(axis=1, keepdims=True))
@@ -75,7 +94,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dataset", default="mnist", choices=["mnist", "fashion_mnist"])
     parser.add_argument("--out", default=None, help="output folder (default ./<dataset>_output)")
     parser.add_argument("--models", default="simple,hidden",
-                        help="comma-separated, from: simple, hidden")
+                        help="comma-separated, from: simple, hidden, convnet")
     parser.add_argument("--no-plots", action="store_true", help="skip the figures")
     parser.add_argument("--limit", type=int, default=None,
                         help="use only the first N training and test images (quick runs)")
@@ -124,8 +143,12 @@ def main(argv=None) -> dict:
     x_train_flattened = x_train.reshape(len(x_train), -1)
     x_test_flattened = x_test.reshape(len(x_test), -1)
 
-    results, histories, outputs, kernel = {}, {}, {}, None
+    # The convnet reads images with a channel axis: (n, 28, 28, 1).
+    inputs = {"train": {"convnet": x_train[..., None]}, "test": {"convnet": x_test[..., None]}}
+    results, histories, outputs, kernel, convnet = {}, {}, {}, None, None
     for name in args.models:
+        train_x = inputs["train"].get(name, x_train_flattened)
+        test_x = inputs["test"].get(name, x_test_flattened)
         print(f"\n== The {name} model ==")
         model = build(name)
         model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
@@ -134,10 +157,10 @@ def main(argv=None) -> dict:
         timer = EpochTimer()
         # The test set rides along as validation data for the learning curves
         # only: nothing is tuned on it.
-        history = model.fit(x_train_flattened, y_train, epochs=args.epochs,
+        history = model.fit(train_x, y_train, epochs=args.epochs,
                             batch_size=args.batch_size, callbacks=[timer],
-                            validation_data=(x_test_flattened, y_test))
-        test_loss, test_accuracy = model.evaluate(x_test_flattened, y_test)
+                            validation_data=(test_x, y_test))
+        test_loss, test_accuracy = model.evaluate(test_x, y_test)
         print(f"Test loss: {test_loss:.4f}, Test accuracy: {test_accuracy:.4f}")
         result = {"test_accuracy": test_accuracy, "test_loss": test_loss,
                   "loss": history.history["loss"], "accuracy": history.history["accuracy"],
@@ -152,7 +175,9 @@ def main(argv=None) -> dict:
             print(f"After the second round: test loss {loss2:.4f}, accuracy {accuracy2:.4f}")
             result["second_round"] = {"test_accuracy": accuracy2, "test_loss": loss2}
             kernel = model.get_weights()[0]
-        y_predicted = model.predict(x_test_flattened)
+        if name == "convnet":
+            convnet = model
+        y_predicted = model.predict(test_x)
         predicted = y_predicted.argmax(axis=1)
         cm = metrics.confusion_matrix(labels=y_test, predictions=predicted, num_classes=10)
         precision, recall = metrics.precision_recall(cm)
@@ -166,6 +191,8 @@ def main(argv=None) -> dict:
 
     if draw:
         figures.update(draw_more(args, x_test, y_test, histories, outputs, kernel, class_names))
+        if convnet is not None:
+            figures.update(draw_convnet(args, convnet, x_test))
     (args.out / "metrics.json").write_text(json.dumps(
         {"dataset": args.dataset, "epochs": args.epochs, "batch_size": args.batch_size,
          "seed": args.seed, "backend": keras.get_backend(), "models": results}, indent=1))
@@ -179,7 +206,7 @@ def draw_more(args, x_test, y_test, histories, outputs, kernel, class_names) -> 
     """The figures beyond the notebook's confusion matrix."""
     figures = {"learning_curves": plots.save(plots.learning_curves(histories),
                                              args.out / "learning_curves.png")}
-    best = "hidden" if "hidden" in outputs else args.models[0]
+    best = next((m for m in ("convnet", "hidden") if m in outputs), args.models[0])
     # Five random test images, as in the notebook (from the seeded generator).
     pick = np.random.randint(0, len(x_test), size=min(5, len(x_test)))
     figures["predictions"] = plots.save(
@@ -189,11 +216,21 @@ def draw_more(args, x_test, y_test, histories, outputs, kernel, class_names) -> 
         figures["templates"] = plots.save(
             plots.weight_templates(kernel, class_names),
             args.out / "templates.png")
-    probs = confidences(outputs[best])
+    probs = confidences(outputs[best], best)
     figures["mistakes"] = plots.save(
         plots.misclassified(x_test, y_test, probs.argmax(axis=1), probs.max(axis=1), 16,
                             class_names), args.out / "mistakes.png")
     return figures
+
+
+def draw_convnet(args, model, x_test) -> dict:
+    """The convnet's first layer: its filters, and what they see in the first test digit."""
+    first = model.layers[0]
+    maps = first(x_test[:1, :, :, None])[0]
+    return {"filters": plots.save(plots.filters(first.get_weights()[0]),
+                                  args.out / "filters.png"),
+            "feature_maps": plots.save(plots.feature_maps(x_test[0], maps),
+                                       args.out / "feature_maps.png")}
 
 
 def confusion_caption(model: str, result: dict, name) -> str:
@@ -214,7 +251,7 @@ def confusion_caption(model: str, result: dict, name) -> str:
 
 def write_report(args, results, figures, class_names) -> None:
     name = (lambda k: class_names[k]) if class_names else str
-    lines = [f"# {args.dataset}: what two small dense networks learn", "",
+    lines = [f"# {args.dataset}: what small networks learn", "",
              f"tinynn, {args.epochs} epochs, batch {args.batch_size}, seed {args.seed}, "
              f"backend {keras.get_backend()}. Command: `python examples/mnist.py "
              f"--dataset {args.dataset} --epochs {args.epochs} --batch-size {args.batch_size} "
@@ -264,6 +301,12 @@ def write_report(args, results, figures, class_names) -> None:
                      "where its ink tends to be, blue where ink speaks against it.",
         "mistakes": "The test images the better model got wrong with the highest confidence "
                     "(softmax of its logits): many are ambiguous even to a person.",
+        "filters": "The convnet's first layer: 32 filters of 3 × 3 weights, each slid over the "
+                   "image (red weights reward ink, blue penalise it): edges and strokes at "
+                   "various angles.",
+        "feature_maps": "The first test digit and what each of the 32 filters makes of it "
+                        "(after the ReLU): bright where the filter's stroke is found. The "
+                        "maps are 26 × 26: a 3 × 3 window fits 26 times across 28 pixels.",
         "predictions": "Five random test images with the true and predicted labels (red when "
                        "wrong), as the notebook shows them.",
     }

@@ -461,3 +461,42 @@ def test_the_callers_own_blas_threads_are_left_as_they_were():
     kernels.conv2d_forward(x, np.ones((3, 3, 8, 4), np.float32), None, (1, 1), "valid",
                            (1, 1), "relu")
     assert setter(before) == 3
+
+
+@pytest.mark.parametrize(("x", "message"), [
+    (np.zeros((4, 784)), r"samples of shape \(784,\), but the model expects \(12, 12, 1\)"),
+    (np.zeros((4, 12, 12)), r"np.expand_dims\(x, -1\)"),
+    (np.zeros((4, 12, 12, 3)), r"samples of shape \(12, 12, 3\)"),
+    (np.full((4, 12, 12, 1), np.nan), "must be finite"),
+])
+def test_bad_images_are_refused_and_nothing_changes(x, message, backend):
+    tinynn.utils.set_random_seed(0)
+    model = tinynn.Sequential([tinynn.Input((12, 12, 1)), Conv2D(4, 3, activation="relu"),
+                               MaxPooling2D(), Flatten(), Dense(3)])
+    model.compile("adam", tinynn.losses.SparseCategoricalCrossentropy(from_logits=True))
+    before = model.get_weights()
+    y = np.zeros(len(x), int)
+    for call in (lambda: model.fit(x, y, verbose=0), lambda: model.predict(x, verbose=0),
+                 lambda: model.evaluate(x, y, verbose=0), lambda: model.train_on_batch(x, y)):
+        with pytest.raises(ValueError, match=message):
+            call()
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    assert model.optimizer.iterations == 0
+
+
+def test_a_model_file_cannot_make_tinynn_allocate_a_huge_kernel(tmp_path):
+    """The file declares a Conv2D with a billion filters: refused before anything that size
+    exists (each stored weight's shape is checked before the layer allocates it)."""
+    import json
+
+    model = tinynn.Sequential([tinynn.Input((8, 8, 1)), Conv2D(2, 3), Flatten(), Dense(2)])
+    path = tmp_path / "m.keras"
+    model.save(path)
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    config = json.loads(str(arrays.pop("config")))
+    config["layers"][0]["config"]["filters"] = 10**9
+    with open(path, "wb") as f:
+        np.savez(f, config=np.array(json.dumps(config)), **arrays)
+    with pytest.raises(ValueError, match=r"weight 0 must have shape \(3, 3, 1, 1000000000\)"):
+        tinynn.models.load_model(path)

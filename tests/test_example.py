@@ -50,6 +50,19 @@ def test_example_without_plots_still_reports(mnist_data, tmp_path):
     assert "(No figures" in (tmp_path / "report.md").read_text()
 
 
+def test_example_adds_the_convnet_with_its_filters_and_feature_maps(mnist_data, tmp_path):
+    pytest.importorskip("matplotlib")
+    load_example().main(["--epochs", "1", "--limit", "3000", "--models", "convnet",
+                         "--out", str(tmp_path)])
+    metrics = json.loads((tmp_path / "metrics.json").read_text())["models"]["convnet"]
+    assert metrics["parameters"] == 34_826
+    assert metrics["test_accuracy"] > 0.85  # 3,000 images, one epoch of batches of 32
+    report = (tmp_path / "report.md").read_text()
+    for figure in ("confusion_convnet", "filters", "feature_maps", "mistakes"):
+        assert (tmp_path / f"{figure}.png").stat().st_size > 0
+        assert f"({figure}.png)" in report
+
+
 @pytest.mark.parametrize("argv", [["--models", "deep"], ["--epochs", "0"], ["--limit", "-1"],
                                   ["--dataset", "cifar"], ["--data-dir", "/nonexistent"]])
 def test_example_refuses_bad_arguments(argv, tmp_path):

@@ -158,6 +158,52 @@ def weight_templates(kernel: np.ndarray, class_names: Sequence[str] | None = Non
     return fig
 
 
+def filters(kernel: np.ndarray) -> object:
+    """A first convolution's filters, one small image each: the strokes each one looks for.
+
+    Args:
+        kernel: a Conv2D kernel of shape (kh, kw, 1, f), e.g. (3, 3, 1, 32).
+    """
+    plt = _pyplot()
+    count = kernel.shape[3]
+    cols = min(count, 8)
+    rows = math.ceil(count / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.3 * rows + 0.4), squeeze=False,
+                             layout="constrained")
+    limit = float(np.abs(kernel).max()) or 1.0
+    for k, ax in enumerate(axes.ravel()):
+        ax.axis("off")
+        if k < count:
+            im = ax.imshow(kernel[:, :, 0, k], cmap="RdBu_r", vmin=-limit, vmax=limit)
+            ax.set_title(f"filter {k}", fontsize=7)
+    fig.colorbar(im, ax=axes, shrink=0.8, label="weight (red +, blue −)")
+    return fig
+
+
+def feature_maps(image: np.ndarray, maps: np.ndarray) -> object:
+    """What a convolution sees in one image: the image, then each filter's map of it.
+
+    Args:
+        image: the input, shape (h, w) or (h, w, 1).
+        maps: the layer's output for it, shape (oh, ow, f) (after its activation).
+    """
+    plt = _pyplot()
+    count = maps.shape[2]
+    cols = min(count + 1, 9)
+    rows = math.ceil((count + 1) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.4 * rows), squeeze=False,
+                             layout="constrained")
+    for ax in axes.ravel():
+        ax.axis("off")
+    axes.ravel()[0].imshow(np.squeeze(image), cmap="gray")
+    axes.ravel()[0].set_title("input", fontsize=7)
+    for k in range(count):
+        ax = axes.ravel()[k + 1]
+        ax.imshow(maps[:, :, k], cmap="magma")
+        ax.set_title(f"map {k}", fontsize=7)
+    return fig
+
+
 def misclassified(images: np.ndarray, truth: np.ndarray, predicted: np.ndarray,
                   confidence: np.ndarray, n: int = 16,
                   class_names: Sequence[str] | None = None) -> object:

@@ -87,8 +87,10 @@ def inputs(x: object, name: str, sample_shape: tuple[int, ...] | None,
         raise ValueError(f"{name} must have shape (samples, features…) with at least one "
                          f"sample, got shape {x.shape}")
     if sample_shape is not None and x.shape[1:] != tuple(sample_shape):
+        hint = ("; add the channel axis: np.expand_dims(x, -1)"
+                if tuple(sample_shape) == (*x.shape[1:], 1) else "")
         raise ValueError(f"{name} has samples of shape {x.shape[1:]}, but the model expects "
-                         f"{tuple(sample_shape)}")
+                         f"{tuple(sample_shape)}{hint}")
     with np.errstate(over="ignore"):  # too large for float32 becomes inf, refused just below
         x = x.astype(np.float32, copy=False)
     if check_finite and not np.isfinite(x).all():

@@ -74,6 +74,7 @@ def _one_blas_thread():
 def _summed_in_parts(kernel, n: int, shape, dtype, *args) -> np.ndarray:
     """Σ over ``PARTS`` fixed slices of the samples of ``kernel(*args, part, s0, s1)``
     (each part a zeroed array of ``shape``), added in order; the threads share the parts."""
+    engine._announce_compiling(kernel)
     parts = np.zeros((PARTS, *shape), dtype)
     bounds = [n * p // PARTS for p in range(PARTS + 1)]
     count = min(engine.threads(), PARTS)
@@ -95,6 +96,7 @@ def _summed_in_parts(kernel, n: int, shape, dtype, *args) -> np.ndarray:
 
 def _in_threads(kernel, n: int, *args) -> None:
     """``kernel(*args, s0, s1)`` over samples [0, n), split between the threads."""
+    engine._announce_compiling(kernel)
     count = min(engine.threads(), n)
     cuts = [n * t // count for t in range(count + 1)]
     def run(t: int) -> None:

@@ -45,8 +45,9 @@ def _fused():
 
 
 def _announce_compiling(kernel) -> None:
-    """Say so, once, when a fused kernel is about to compile for the first time on this
-    machine (nothing on disk yet): the first fit after install waits for it."""
+    """Say so, once, when a compiled kernel (a fused step, a convolution's loop) is about to
+    compile for the first time on this machine (nothing on disk yet): the first fit after
+    install waits for it. (Anything but a numba dispatcher: nothing to say.)"""
     try:
         first = not kernel.overloads and not os.path.exists(kernel._cache._cache_file._index_path)
     except AttributeError:  # numba's internals moved: say nothing rather than fail
