@@ -16,7 +16,8 @@ $(VENV)/.installed-%: pyproject.toml
 demo: $(VENV)/.installed-plots
 	$(PY) examples/mnist.py $(ARGS)
 
-# The page that reads a digit you draw (examples/draw.py): ARGS="--port 8000 --model PATH".
+# The page that reads a digit you draw (examples/draw.py), with Keras's MNIST convnet and the
+# notebook's MLP behind a switch: ARGS="--port 8000 --model-kind hidden" (or --model PATH).
 draw: $(VENV)/.installed-plots
 	$(PY) examples/draw.py $(ARGS)
 

@@ -1,7 +1,9 @@
 """examples/draw.py without a browser: the HTTP contract, and where the model comes from.
 
 The server runs on a free port in a thread, with the notebook's hidden model
-at its initial (random) weights: the contract does not need a trained model.
+at its initial (random) weights, again with a small convnet likewise, and with
+both, as the command serves them, a request's "model" choosing: the contract does
+not need a trained model. Only ``train`` and ``train_convnet`` read MNIST.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -37,14 +40,35 @@ def hidden_model(seed: int = 0) -> tinynn.Sequential:
     return model
 
 
+def small_convnet(seed: int = 0, activation: str = "relu") -> tinynn.Sequential:
+    """Keras's MNIST convnet with fewer filters (4 and 6), at its initial weights."""
+    tinynn.utils.set_random_seed(seed)
+    model = tinynn.Sequential([
+        tinynn.Input(shape=(28, 28, 1)),
+        tinynn.layers.Conv2D(4, 3, activation=activation),
+        tinynn.layers.MaxPooling2D(2),
+        tinynn.layers.Conv2D(6, 3, activation=activation),
+        tinynn.layers.MaxPooling2D(2),
+        tinynn.layers.Flatten(),
+        tinynn.layers.Dropout(0.5),
+        tinynn.layers.Dense(10, activation="softmax"),
+    ])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    return model
+
+
 @pytest.fixture(scope="module")
 def model():
     return hidden_model()
 
 
 @pytest.fixture(scope="module")
-def port(model):
-    server = draw.make_server(draw.Reader(model), port=0, quiet=True)
+def convnet():
+    return small_convnet()
+
+
+def _serve(*models):
+    server = draw.make_server([draw.Reader(m) for m in models], port=0, quiet=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -53,6 +77,22 @@ def port(model):
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+@pytest.fixture(scope="module")
+def port(model):
+    yield from _serve(model)
+
+
+@pytest.fixture(scope="module")
+def convnet_port(convnet):
+    yield from _serve(convnet)
+
+
+@pytest.fixture(scope="module")
+def both_port(model, convnet):
+    """Both models, as the command serves them without --model (the convnet the default)."""
+    yield from _serve(model, convnet)
 
 
 def request(port: int, method: str, path: str, body: bytes | None = None,
@@ -116,7 +156,8 @@ def test_predict_answers_digit_probabilities_and_hidden_units(port, model):
     for pixels in [np.zeros(784, np.float32), np.ones(784, np.float32), *images(3)]:
         status, answer = post(port, "/predict", {"pixels": pixels.tolist()})
         assert status == 200
-        assert set(answer) == {"prediction", "probabilities", "hidden"}
+        assert set(answer) == {"model", "prediction", "probabilities", "hidden"}
+        assert answer["model"] == "hidden"
         assert len(answer["probabilities"]) == 10 and len(answer["hidden"]) == 100
         check_answer(answer, expected_answer(model, pixels.astype(np.float64)))
 
@@ -208,18 +249,25 @@ def test_a_client_that_vanishes_mid_body_does_not_stop_the_server(port, capfd):
     assert "Traceback" not in capfd.readouterr().err  # an expected event, not a crash
 
 
+def ask_concurrently(port: int, x: np.ndarray, rounds: int, workers: int, check, expected,
+                     model: str | None = None) -> None:
+    """Send every image of ``x`` to /predict ``rounds`` times from ``workers`` threads at once
+    (asking for ``model`` if given), and ``check`` each answer against ``expected[i]``."""
+    def ask(i):
+        body = {"pixels": x[i].tolist(), **({"model": model} if model else {})}
+        return i, post(port, "/predict", body)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(ask, [i for _ in range(rounds) for i in range(len(x))]))
+    for i, (status, answer) in results:
+        assert status == 200
+        check(answer, expected[i])
+
+
 def test_concurrent_requests_each_get_their_own_answer(port, model):
     x = images(24, seed=2)
     expected = [expected_answer(model, row.astype(np.float64)) for row in x]
-
-    def ask(i):
-        return i, post(port, "/predict", {"pixels": x[i].tolist()})
-
-    with ThreadPoolExecutor(max_workers=12) as pool:
-        results = list(pool.map(ask, [i for _ in range(4) for i in range(len(x))]))
-    for i, (status, answer) in results:
-        assert status == 200
-        check_answer(answer, expected[i])
+    ask_concurrently(port, x, 4, 12, check_answer, expected)
 
 
 # ------------------------------------------------------------------ /predict-drawing and /
@@ -246,7 +294,7 @@ def test_predict_drawing_preprocesses_and_returns_the_models_input(port, model):
     check_answer(answer, expected_answer(model, pixels.astype(np.float64)))
     # The input it returns, sent back to /predict, gives the same answer exactly.
     again = post(port, "/predict", {"pixels": answer["input"]})[1]
-    assert again == {k: answer[k] for k in ("prediction", "probabilities", "hidden")}
+    assert again == {k: answer[k] for k in ("model", "prediction", "probabilities", "hidden")}
 
 
 @pytest.mark.parametrize("change, message", [
@@ -272,9 +320,252 @@ def test_the_page_is_served_whole_and_offline(port):
     assert status == 200
     text = page.decode()
     for element in ('id="canvas"', 'id="clear"', 'id="prediction"', 'id="probabilities"',
-                    'id="input-preview"', 'id="hidden"', "pointerdown", "/predict-drawing"):
+                    'id="input-preview"', 'id="hidden"', 'id="feature-maps"', "pointerdown",
+                    'id="model-switch"', "/predict-drawing", '"/models"'):
         assert element in text
     assert "://" not in text  # nothing fetched from elsewhere: it works offline
+
+
+# ------------------------------------------------------------------ a convnet: its feature maps
+
+
+def conv_valid(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """A 'valid' convolution of one image (h, w, c) by a kernel (kh, kw, c, f), in NumPy."""
+    windows = np.lib.stride_tricks.sliding_window_view(x, kernel.shape[:2], axis=(0, 1))
+    return np.einsum("ijcab,abcf->ijf", windows, kernel) + bias
+
+
+def pool(x: np.ndarray) -> np.ndarray:
+    """2×2 max pooling of one image (h, w, c), dropping an odd last row or column."""
+    h, w = x.shape[0] // 2, x.shape[1] // 2
+    return x[: 2 * h, : 2 * w].reshape(h, 2, w, 2, -1).max(axis=(1, 3))
+
+
+def expected_convnet_answer(convnet, pixels: np.ndarray, activation=lambda z: np.maximum(z, 0)):
+    """What /predict should say for ``small_convnet``, computed here with NumPy: the
+    prediction, the probabilities, and each Conv2D layer's maps (h, w, maps)."""
+    k1, b1, k2, b2, w, b = (a.astype(np.float64) for a in convnet.get_weights())
+    first = activation(conv_valid(pixels.reshape(28, 28, 1), k1, b1))
+    second = activation(conv_valid(pool(first), k2, b2))
+    logits = pool(second).ravel() @ w + b  # Flatten is row-major; Dropout is off
+    p = np.exp(logits - logits.max())
+    return {"prediction": int(logits.argmax()), "probabilities": p / p.sum(),
+            "feature_maps": [first, second]}
+
+
+def decoded(layer: dict) -> np.ndarray:
+    """A layer of the answer's ``feature_maps`` back as values, shape (h, w, maps)."""
+    h, w, count = layer["shape"]
+    maps = np.array(layer["maps"], np.float64)
+    low, high = np.array(layer["low"])[:, None], np.array(layer["high"])[:, None]
+    return (low + maps / 255 * (high - low)).reshape(count, h, w).transpose(1, 2, 0)
+
+
+def check_convnet_answer(answer: dict, expected: dict) -> None:
+    assert set(answer) >= {"prediction", "probabilities", "feature_maps"}
+    assert "hidden" not in answer
+    assert answer["prediction"] == expected["prediction"]
+    assert np.allclose(answer["probabilities"], expected["probabilities"], atol=1e-5)
+    assert sum(answer["probabilities"]) == pytest.approx(1)
+    assert len(answer["feature_maps"]) == len(expected["feature_maps"])
+    for layer, want in zip(answer["feature_maps"], expected["feature_maps"]):
+        h, w, count = want.shape
+        assert layer["shape"] == [h, w, count]
+        assert len(layer["maps"]) == count == len(layer["low"]) == len(layer["high"])
+        assert all(len(m) == h * w and all(type(v) is int and 0 <= v <= 255 for v in m)
+                   for m in layer["maps"])
+        low, high = np.array(layer["low"]), np.array(layer["high"])
+        assert np.isfinite(low).all() and np.isfinite(high).all()
+        assert np.allclose(low, np.minimum(want.min(axis=(0, 1)), 0), atol=1e-5)
+        assert np.allclose(high, np.maximum(want.max(axis=(0, 1)), 0), atol=1e-5)
+        # Rounded to 1/255 of each map's range: within half a step (and float32's error).
+        assert np.all(np.abs(decoded(layer) - want) <= (high - low) / 510 + 1e-5)
+
+
+def test_a_convnet_answers_its_feature_maps(convnet_port, convnet):
+    for pixels in [np.zeros(784, np.float32), np.ones(784, np.float32), *images(3)]:
+        status, answer = post(convnet_port, "/predict", {"pixels": pixels.tolist()})
+        assert status == 200
+        assert set(answer) == {"model", "prediction", "probabilities", "feature_maps"}
+        assert [layer["name"] for layer in answer["feature_maps"]] == [
+            layer.name for layer in convnet.layers if isinstance(layer, tinynn.layers.Conv2D)]
+        check_convnet_answer(answer, expected_convnet_answer(convnet, pixels.astype(np.float64)))
+
+
+def test_kerass_convnet_shows_32_maps_of_26x26_and_64_of_11x11():
+    answer = draw.Reader(build("convnet")).read(images(1, seed=5)[0])
+    assert [layer["shape"] for layer in answer["feature_maps"]] == [[26, 26, 32], [11, 11, 64]]
+    for layer in answer["feature_maps"]:
+        maps = np.array(layer["maps"])
+        assert maps.shape == (layer["shape"][2], layer["shape"][0] * layer["shape"][1])
+        assert maps.min() >= 0 and maps.max() == 255  # each map scaled by itself
+        assert np.isfinite(layer["low"]).all() and np.isfinite(layer["high"]).all()
+    assert len(json.dumps(answer)) < 200_000  # what the page fetches for every stroke
+
+
+def test_feature_maps_are_scaled_map_by_map():
+    maps = np.stack([np.array([[0.0, 2.0], [1.0, 0.5]]),      # ReLU-like: 0 is black
+                     np.array([[-1.0, 3.0], [1.0, 0.0]]),     # negative values too
+                     np.zeros((2, 2)),                        # finds nothing: all black
+                     np.array([[4.0, 4.0], [4.0, 4.0]])], -1)  # a constant: white
+    answer = draw.feature_maps("conv", maps)
+    assert answer == {"name": "conv", "shape": [2, 2, 4],
+                      "maps": [[0, 255, 128, 64], [0, 255, 128, 64], [0, 0, 0, 0],
+                               [255, 255, 255, 255]],
+                      "low": [0.0, -1.0, 0.0, 0.0], "high": [2.0, 3.0, 0.0, 4.0]}
+
+
+def test_a_convnets_maps_before_their_activation_are_scaled_from_their_least_value():
+    convnet = small_convnet(seed=2, activation=None)
+    pixels = images(1, seed=6)[0]
+    answer = draw.Reader(convnet).read(pixels)
+    check_convnet_answer(answer, expected_convnet_answer(convnet, pixels.astype(np.float64),
+                                                         activation=lambda z: z))
+    assert min(answer["feature_maps"][0]["low"]) < 0
+
+
+def test_predict_drawing_on_a_convnet_returns_its_input_and_maps(convnet_port, convnet):
+    ink = drawing()
+    status, answer = post(convnet_port, "/predict-drawing",
+                          {"width": 90, "height": 120, "ink": ink.ravel().tolist()})
+    assert status == 200
+    assert set(answer) == {"model", "prediction", "probabilities", "feature_maps", "input"}
+    pixels = np.array(answer["input"], np.float32)
+    assert np.array_equal(pixels, preprocess(ink / 255).ravel())
+    check_convnet_answer(answer, expected_convnet_answer(convnet, pixels.astype(np.float64)))
+    again = post(convnet_port, "/predict", {"pixels": answer["input"]})[1]
+    assert again == {k: answer[k] for k in ("model", "prediction", "probabilities",
+                                            "feature_maps")}
+
+
+@pytest.mark.parametrize("path, body, message", [
+    ("/predict", b"{not json", "not valid JSON"),
+    ("/predict", json.dumps({"pixels": [0] * 783}).encode(), "pixels must have 784 values"),
+    ("/predict", json.dumps({"pixels": _pixels(p5=float("nan"))}).encode(), "pixels[5] is nan"),
+    ("/predict", json.dumps({"pixels": _pixels(p9=1.5)}).encode(), "pixels[9] is 1.5"),
+    ("/predict", json.dumps({"pixels": [[0] * 28] * 28}).encode(), "784 values, got 28"),
+    ("/predict-drawing", json.dumps({"width": 2, "height": 2, "ink": [0] * 4}).encode(),
+     "the drawing is empty"),
+    ("/predict-drawing", json.dumps({"width": 2, "height": 2, "ink": [300] * 4}).encode(),
+     "ink[0] is 300"),
+])
+def test_a_convnet_server_refuses_bad_requests_too(convnet_port, convnet, path, body, message):
+    status, answer = request(convnet_port, "POST", path, body)
+    assert status == 400
+    assert message in answer["error"]
+    status, answer = post(convnet_port, "/predict", {"pixels": [0.0] * 784})
+    assert status == 200
+    check_convnet_answer(answer, expected_convnet_answer(convnet, np.zeros(784)))
+
+
+def test_concurrent_requests_to_a_convnet_each_get_their_own_maps(convnet_port, convnet):
+    x = images(8, seed=7)
+    expected = [expected_convnet_answer(convnet, row.astype(np.float64)) for row in x]
+    ask_concurrently(convnet_port, x, 3, 8, check_convnet_answer, expected)
+
+
+HIDDEN_INFO = {"kind": "hidden", "layers": ["Dense(100, relu)", "Dense(10, sigmoid)"],
+               "hidden": 100}
+
+
+def test_models_tells_the_page_what_it_will_show(port, convnet_port, both_port):
+    assert request(port, "GET", "/models") == (200, {"default": "hidden",
+                                                     "models": [HIDDEN_INFO]})
+    status, answer = request(convnet_port, "GET", "/models")
+    assert (status, answer["default"], len(answer["models"])) == (200, "convnet", 1)
+    answer = answer["models"][0]
+    assert answer["kind"] == "convnet"
+    assert answer["layers"] == ["Conv2D(4, 3×3, relu)", "MaxPooling2D(2×2)",
+                                "Conv2D(6, 3×3, relu)", "MaxPooling2D(2×2)", "Flatten",
+                                "Dropout(0.5)", "Dense(10, softmax)"]
+    assert [layer["shape"] for layer in answer["feature_maps"]] == [[26, 26, 4], [11, 11, 6]]
+    drawn = post(convnet_port, "/predict", {"pixels": [0.0] * 784})[1]["feature_maps"]
+    assert [m["name"] for m in answer["feature_maps"]] == [m["name"] for m in drawn]
+    # Both models: the convnet first, and the default.
+    assert request(both_port, "GET", "/models") == (200, {"default": "convnet",
+                                                          "models": [answer, HIDDEN_INFO]})
+    # It takes GET only; the server carries on. The old /model is gone.
+    status, answer = raw(port, b"POST /models HTTP/1.0\r\nContent-Length: 2\r\n\r\n{}")
+    assert (status, "/models takes GET" in answer["error"]) == (405, True)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("POST", "/models", body=b"", headers={"Content-Length": "0"})
+    response = connection.getresponse()
+    assert (response.status, response.getheader("Allow")) == (405, "GET")
+    connection.close()
+    assert request(port, "GET", "/model")[0] == 404
+    assert request(port, "GET", "/models")[0] == 200
+
+
+# ------------------------------------------------------------------ both models: "model" chooses
+
+
+def test_a_request_chooses_its_model_and_the_convnet_is_the_default(both_port, model, convnet):
+    for pixels in [np.zeros(784, np.float32), *images(2, seed=9)]:
+        as_hidden = expected_answer(model, pixels.astype(np.float64))
+        as_convnet = expected_convnet_answer(convnet, pixels.astype(np.float64))
+        for body, check, expected in [
+            ({}, check_convnet_answer, as_convnet),
+            ({"model": "convnet"}, check_convnet_answer, as_convnet),
+            ({"model": "hidden"}, check_answer, as_hidden),
+        ]:
+            status, answer = post(both_port, "/predict", {"pixels": pixels.tolist(), **body})
+            assert (status, answer["model"]) == (200, body.get("model", "convnet"))
+            check(answer, expected)
+    ink = drawing().ravel().tolist()
+    for kind, key in [("hidden", "hidden"), ("convnet", "feature_maps")]:
+        status, answer = post(both_port, "/predict-drawing",
+                              {"model": kind, "width": 90, "height": 120, "ink": ink})
+        assert (status, answer["model"], key in answer) == (200, kind, True)
+        again = post(both_port, "/predict", {"model": kind, "pixels": answer["input"]})[1]
+        assert again == {k: answer[k] for k in again}
+
+
+def test_concurrent_requests_to_both_models_each_get_their_own_answer(both_port, model,
+                                                                      convnet):
+    x = images(8, seed=10)
+    hidden = [expected_answer(model, row.astype(np.float64)) for row in x]
+    maps = [expected_convnet_answer(convnet, row.astype(np.float64)) for row in x]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for done in [pool.submit(ask_concurrently, both_port, x, 2, 6, check_answer, hidden,
+                                 "hidden"),
+                     pool.submit(ask_concurrently, both_port, x, 2, 6, check_convnet_answer,
+                                 maps, "convnet")]:
+            done.result()
+
+
+@pytest.mark.parametrize("server, asked, message", [
+    ("both", "resnet", 'model must be "convnet" or "hidden", got "resnet"'),
+    ("both", "Convnet", 'got "Convnet"'),
+    ("both", None, "model must be"),
+    ("both", 1, "got 1"),
+    ("both", ["hidden"], 'got ["hidden"]'),
+    ("hidden", "convnet", 'model "convnet" is not served here (draw.py --model serves one '
+                          'model): ask for "hidden"'),
+    ("convnet", "hidden", 'model "hidden" is not served here'),
+])
+@pytest.mark.parametrize("path", ["/predict", "/predict-drawing"])
+def test_a_model_the_server_does_not_hold_gets_400_naming_the_field(
+        port, convnet_port, both_port, server, asked, message, path):
+    at = {"both": both_port, "hidden": port, "convnet": convnet_port}[server]
+    body = ({"pixels": [0.0] * 784} if path == "/predict" else
+            {"width": 90, "height": 120, "ink": drawing().ravel().tolist()})
+    status, answer = post(at, path, {**body, "model": asked})
+    assert (status, message in answer["error"]) == (400, True), answer
+    assert post(at, path, body)[0] == 200
+
+
+def test_make_server_takes_one_model_of_each_kind(model, convnet):
+    hidden, maps = draw.Reader(model), draw.Reader(convnet)
+    for readers, default, message in [([], None, "one model of each kind at most, got []"),
+                                      ([hidden, hidden], None, "got ['hidden', 'hidden']"),
+                                      ([hidden], "convnet", "'convnet' is not among ['hidden']")]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            draw.make_server(readers, port=0, default=default)
+    server = draw.make_server([hidden, maps], port=0, default="hidden")
+    try:
+        assert (list(server.readers), server.default) == (["convnet", "hidden"], "hidden")
+    finally:
+        server.server_close()
 
 
 # ------------------------------------------------------------------ the model
@@ -337,6 +628,89 @@ def test_train_saves_a_model_that_reads_digits(mnist_data, tmp_path):
     (_, _), (x_test, y_test) = mnist_data
     predicted = model.predict(x_test[:2000].reshape(-1, 784) / 255).argmax(axis=1)
     assert np.mean(predicted == y_test[:2000]) > 0.9
+
+
+def test_the_kind_of_model_is_read_from_its_layers(tmp_path, convnet, model, capsys):
+    assert draw.model_kind(convnet) == "convnet" and draw.model_kind(model) == "hidden"
+    assert draw.conv_layers(convnet) == [convnet.layers[0], convnet.layers[2]]
+    path = tmp_path / "convnet.npz"
+    convnet.save(path)
+    loaded = draw.obtain_model(path)
+    assert f"Loaded the model from {path}" in capsys.readouterr().out
+    x = images(3).reshape(3, 28, 28, 1)
+    assert np.array_equal(loaded.predict(x), convnet.predict(x))
+    assert draw.obtain_model(path, "convnet") is not None
+    with pytest.raises(SystemExit, match=f"--model {path} holds a convnet model, but "
+                                         "--model-kind says hidden"):
+        draw.obtain_model(path, "hidden")
+
+
+def test_a_convnet_the_page_cannot_show_is_refused():
+    conv = tinynn.layers.Conv2D
+    for layers, message in [
+        ([conv(2, 3, input_shape=(20, 20, 1)), tinynn.layers.Flatten(), tinynn.layers.Dense(10)],
+         "28×28"),
+        ([conv(2, 3, input_shape=(28, 28, 1)), tinynn.layers.Flatten(), tinynn.layers.Dense(3)],
+         "10 units"),
+        ([conv(2, 3, input_shape=(28, 28, 1)), tinynn.layers.Flatten()], "10 units"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            draw.model_kind(tinynn.Sequential(layers))
+    with pytest.raises(ValueError, match="no Conv2D layer"):
+        draw.conv_layers(hidden_model())
+    # A convnet nested in a model, or fed flat pixels through a Reshape, is shown too.
+    inner = small_convnet(seed=3)
+    nested = tinynn.Sequential([inner])
+    assert draw.conv_layers(nested) == draw.conv_layers(inner)
+    flat = tinynn.Sequential([tinynn.layers.Reshape((28, 28, 1), input_shape=(784,)),
+                              *inner.layers])  # the same layers
+    pixels = images(1, seed=8)[0]
+    assert draw.Reader(flat).read(pixels) == draw.Reader(inner).read(pixels)
+
+
+def test_without_model_option_the_cached_convnet_is_used(tmp_path, monkeypatch, convnet,
+                                                         model, capsys):
+    monkeypatch.setenv("TINYNN_CACHE", str(tmp_path))
+    monkeypatch.setattr(draw, "train_convnet",
+                        lambda path: pytest.fail("trained despite a cache"))
+    path = draw.default_model_path("convnet")
+    assert path == tmp_path / "models" / "mnist_convnet.npz"
+    path.parent.mkdir()
+    convnet.save(path)
+    model.save(draw.default_model_path("hidden"))  # beside it, kept for --model-kind hidden
+    loaded = draw.obtain_model(None, "convnet")
+    assert "saved by an earlier run" in capsys.readouterr().out
+    assert all(np.array_equal(a, b) for a, b in zip(loaded.get_weights(), convnet.get_weights()))
+    assert draw.model_kind(draw.obtain_model(None, "hidden")) == "hidden"
+
+
+def test_without_a_usable_cached_convnet_one_is_trained(tmp_path, monkeypatch, model, capsys):
+    monkeypatch.setenv("TINYNN_CACHE", str(tmp_path))
+    trained = []
+    monkeypatch.setattr(draw, "train_convnet",
+                        lambda path: trained.append(path) or small_convnet(1))
+    monkeypatch.setattr(draw, "train", lambda path: pytest.fail("trained the hidden model"))
+    path = draw.default_model_path("convnet")
+    assert draw.model_kind(draw.obtain_model(None, "convnet")) == "convnet"
+    assert trained == [path]
+    assert "No saved model" in capsys.readouterr().out
+    path.parent.mkdir()
+    model.save(path)  # a hidden model where the convnet should be
+    draw.obtain_model(None, "convnet")
+    assert trained == [path] * 2
+    assert "is unusable (it is not a convnet model)" in capsys.readouterr().out
+
+
+def test_train_convnet_saves_a_convnet_that_reads_digits(mnist_data, tmp_path, capsys):
+    path = tmp_path / "models" / "mnist_convnet.npz"
+    draw.train_convnet(path, samples=3000)
+    out = capsys.readouterr().out
+    assert float(out.split("Test accuracy: ")[1].split()[0]) > 0.85  # ~0.89 from 3,000 images
+    assert f"Saved the model to {path}" in out
+    model = draw.obtain_model(path, "convnet")
+    (_, _), (x_test, y_test) = mnist_data
+    predicted = model.predict(x_test[:2000, :, :, None] / 255).argmax(axis=1)
+    assert np.mean(predicted == y_test[:2000]) > 0.85
 
 
 @pytest.mark.parametrize("activation", ["softmax", "sigmoid", "linear"])
@@ -415,3 +789,34 @@ def test_the_command_refuses_a_bad_port_and_a_busy_one(tmp_path, model, port, ca
     model.save(path)
     with pytest.raises(SystemExit, match=f"cannot listen on 127.0.0.1:{port}"):
         draw.main(["--port", str(port), "--model", str(path)])
+
+
+def test_the_command_serves_both_models_the_convnet_first_unless_told_otherwise(
+        monkeypatch, model, convnet):
+    asked, served = [], []
+
+    def obtain(path, kind):
+        asked.append((path, kind))
+        return convnet if kind == "convnet" or path == "convnet.npz" else model
+
+    def make_server(readers, host, port, quiet, default):
+        served.append(([reader.kind for reader in readers], default))
+        raise SystemExit("stop here")
+
+    monkeypatch.setattr(draw, "obtain_model", obtain)
+    monkeypatch.setattr(draw, "make_server", make_server)
+    for argv in ([], ["--model-kind", "hidden"], ["--model", "convnet.npz"],
+                 ["--model", "m.npz", "--model-kind", "hidden"]):
+        with pytest.raises(SystemExit, match="stop here"):
+            draw.main(argv)
+    assert asked == [(None, "convnet"), (None, "hidden")] * 2 + [("convnet.npz", None),
+                                                                 ("m.npz", "hidden")]
+    assert served == [(["convnet", "hidden"], None), (["convnet", "hidden"], "hidden"),
+                      (["convnet"], None), (["hidden"], "hidden")]
+
+
+def test_the_command_refuses_an_unknown_model_kind(capsys):
+    with pytest.raises(SystemExit) as e:
+        draw.parse_args(["--model-kind", "resnet"])
+    assert e.value.code == 2
+    assert "invalid choice: 'resnet'" in capsys.readouterr().err
