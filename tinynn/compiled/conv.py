@@ -204,8 +204,8 @@ def _conv_direct_weight_grads(x, dz, sh, sw, dh, dw, top, left, dW, s0, s1):
 
 
 @njit
-def _add_bias(z, b, r0, r1):
-    for r in range(r0, r1):
+def _add_bias(z, b):
+    for r in range(z.shape[0]):
         for f in range(z.shape[1]):
             z[r, f] += b[f]
 
@@ -255,13 +255,10 @@ class _Conv:
         self.out = (self.n, self.oh, self.ow, self.f)
 
     def cols(self):
+        """Every window as a row: (n · oh · ow, kh · kw · c)."""
         cols = np.empty((self.n * self.oh * self.ow, self.kh * self.kw * self.c), self.W.dtype)
         _in_threads(_im2col, self.n, self.x, *self.window, self.oh, self.ow, cols)
         return cols
-
-    def rows(self, s0: int, s1: int) -> slice:
-        """The rows of cols (and of z as a matrix) of samples [s0, s1)."""
-        return slice(s0 * self.oh * self.ow, s1 * self.oh * self.ow)
 
 
 def _product(a, b, out, s0, s1):
@@ -280,16 +277,15 @@ def conv2d_forward(x, W, b, strides, padding, dilation_rate, activation):
     _check_conv(x, W, b)
     g = _Conv(x, W, strides, padding, dilation_rate)
     bias = np.zeros(g.f, W.dtype) if b is None else np.ascontiguousarray(b, W.dtype)
+    z = np.empty(g.out, W.dtype)
     if g.direct:
-        z = np.empty(g.out, W.dtype)
         _in_threads(_conv_direct, g.n, g.x, g.W, bias, *g.window[2:], z)
     else:
-        z = np.empty(g.out, W.dtype)
         per_sample = g.oh * g.ow
         _in_threads(_product, g.n, g.cols().reshape(g.n, per_sample, -1), g.W.reshape(-1, g.f),
                     z.reshape(g.n, per_sample, g.f))
         if b is not None:
-            _add_bias(z.reshape(-1, g.f), bias, 0, z.size // g.f)
+            _add_bias(z.reshape(-1, g.f), bias)
     a = np.empty_like(z)
     _in_threads(_activate_rows, g.n, z.reshape(g.n, -1, g.f), a.reshape(g.n, -1, g.f),
                 CODES[activation])
