@@ -14,6 +14,7 @@ from tinynn import activations, initializers, validation
 from tinynn.backend import kernels
 from tinynn.convolution import PADDINGS, geometry
 from tinynn.layers.base import Layer
+from tinynn.layers.core import make_kernel_and_bias
 
 
 def pair(value: object, name: str) -> tuple[int, int]:
@@ -127,12 +128,7 @@ class Conv2D(Layer):
 
     def build(self, input_shape: tuple[int, ...]) -> None:
         self.compute_output_shape(input_shape)  # refuses a shape it cannot convolve
-        shapes = {"kernel": (*self.kernel_size, input_shape[-1], self.filters),
-                  "bias": (self.filters,)}
-        inits = {"kernel": self.kernel_initializer, "bias": self.bias_initializer}
-        for key in ("kernel", "bias") if self.use_bias else ("kernel",):
-            self.params[key] = initializers.checked(inits[key], shapes[key], f"{key}_initializer")
-        self.grads = {k: np.zeros_like(p) for k, p in self.params.items()}
+        make_kernel_and_bias(self, (*self.kernel_size, input_shape[-1], self.filters))
         super().build(input_shape)
 
     def check(self) -> None:

@@ -11,6 +11,16 @@ from tinynn.backend import kernels
 from tinynn.layers.base import Layer, unique_name
 
 
+def make_kernel_and_bias(layer: Layer, kernel_shape: tuple[int, ...]) -> None:
+    """``layer.params``: a kernel of ``kernel_shape`` and, if ``layer.use_bias``, a bias of
+    its last axis's size, each from the layer's initializer and checked; zero ``grads``."""
+    shapes = {"kernel": kernel_shape, "bias": kernel_shape[-1:]}
+    inits = {"kernel": layer.kernel_initializer, "bias": layer.bias_initializer}
+    for key in ("kernel", "bias") if layer.use_bias else ("kernel",):
+        layer.params[key] = initializers.checked(inits[key], shapes[key], f"{key}_initializer")
+    layer.grads = {k: np.zeros_like(p) for k, p in layer.params.items()}
+
+
 class Dense(Layer):
     """A fully connected layer: ``activation(x · kernel + bias)``.
 
@@ -63,11 +73,7 @@ class Dense(Layer):
                 f"Dense expects inputs of shape (batch, features), got one sample of shape "
                 f"{tuple(input_shape)}; add a Flatten layer first"
             )
-        shapes = {"kernel": (input_shape[0], self.units), "bias": (self.units,)}
-        inits = {"kernel": self.kernel_initializer, "bias": self.bias_initializer}
-        for key in ("kernel", "bias") if self.use_bias else ("kernel",):
-            self.params[key] = initializers.checked(inits[key], shapes[key], f"{key}_initializer")
-        self.grads = {k: np.zeros_like(p) for k, p in self.params.items()}
+        make_kernel_and_bias(self, (input_shape[0], self.units))
         super().build(input_shape)
 
     def check(self) -> None:
