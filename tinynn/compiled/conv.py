@@ -37,6 +37,9 @@ from tinynn.convolution import geometry
 DIRECT_MAX = 32
 #: Partial sums of a weight gradient over the batch (fixed: see the module docstring).
 PARTS = 4
+#: Samples per matrix product (fixed, for the same reason; ~1,000 rows of a 28 × 28 convnet's
+#: second layer).
+CHUNK = 8
 
 
 def _geometries(x_shape, window, strides, dilation, padding):
@@ -94,11 +97,13 @@ def _summed_in_parts(kernel, n: int, shape, dtype, *args) -> np.ndarray:
     return total
 
 
-def _in_threads(kernel, n: int, *args) -> None:
-    """``kernel(*args, s0, s1)`` over samples [0, n), split between the threads."""
+def _in_threads(kernel, n: int, *args, unit: int = 1) -> None:
+    """``kernel(*args, s0, s1)`` over samples [0, n), split between the threads at
+    multiples of ``unit`` samples."""
     engine._announce_compiling(kernel)
-    count = min(engine.threads(), n)
-    cuts = [n * t // count for t in range(count + 1)]
+    units = -(-n // unit)
+    count = min(engine.threads(), units)
+    cuts = [min(n, unit * (units * t // count)) for t in range(count + 1)]
     def run(t: int) -> None:
         with _one_blas_thread():
             kernel(*args, cuts[t], cuts[t + 1])
@@ -155,8 +160,11 @@ def _col2im(dcols, kh, kw, sh, sw, dh, dw, top, left, oh, ow, dx, s0, s1):
 
 
 @njit
-def _conv_direct(x, W, b, sh, sw, dh, dw, top, left, z, s0, s1):
-    """z[s, i, j, :] = b + Σ over the window's non-zero inputs v of v · W[a, b, ch, :]."""
+def _conv_direct(x, W, b, code, sh, sw, dh, dw, top, left, z, a, s0, s1):
+    """z[s, i, j, :] = b + Σ over the window's non-zero inputs v of v · W[a, b, ch, :], and
+    a = f(z) (f by its ``code``). By output rows: each tap's weights serve the whole row
+    (taps outside the loop over j: 27 % faster here than taps inside), and the row is
+    activated while in cache."""
     _, h, w, c = x.shape
     kh, kw, _, f = W.shape
     _, oh, ow, _ = z.shape
@@ -165,39 +173,46 @@ def _conv_direct(x, W, b, sh, sw, dh, dw, top, left, z, s0, s1):
             for j in range(ow):
                 for k in range(f):
                     z[s, i, j, k] = b[k]
-                for a in range(kh):
-                    r = i * sh + a * dh - top
-                    if 0 <= r < h:
-                        for bb in range(kw):
-                            q = j * sw + bb * dw - left
-                            if 0 <= q < w:
-                                for ch in range(c):
+            for aa in range(kh):
+                r = i * sh + aa * dh - top
+                if 0 <= r < h:
+                    for bb in range(kw):
+                        for ch in range(c):
+                            for j in range(ow):
+                                q = j * sw + bb * dw - left
+                                if 0 <= q < w and x[s, r, q, ch] != 0:
                                     v = x[s, r, q, ch]
-                                    if v != 0:
-                                        for k in range(f):
-                                            z[s, i, j, k] += v * W[a, bb, ch, k]
+                                    for k in range(f):
+                                        z[s, i, j, k] += v * W[aa, bb, ch, k]
+            _activate(z[s, i], a[s, i], code, 0.0)
 
 
 @njit
-def _conv_direct_weight_grads(x, dz, sh, sw, dh, dw, top, left, dW, s0, s1):
-    """dW = Σ over samples [s0, s1) of x_p · dz, tap by tap (dW starts at zero)."""
+def _conv_direct_backward(x, a, da, code, kh, kw, sh, sw, dh, dw, top, left, dz, grads, s0, s1):
+    """For samples [s0, s1): dz = f'(z) ⊙ da row by row of the output, and, added to
+    ``grads`` (it starts at zero), dW tap by tap in its first kh · kw · c rows (row
+    (a · kw + b) · c + ch) and db in its last; by output rows, as ``_conv_direct``."""
     _, h, w, c = x.shape
-    kh, kw, _, f = dW.shape
-    _, oh, ow, _ = dz.shape
+    _, oh, ow, f = dz.shape
+    last = kh * kw * c
     for s in range(s0, s1):
         for i in range(oh):
+            _activate_backward(da[s, i], a[s, i], code, 0.0, dz[s, i])
             for j in range(ow):
-                for a in range(kh):
-                    r = i * sh + a * dh - top
-                    if 0 <= r < h:
-                        for bb in range(kw):
-                            q = j * sw + bb * dw - left
-                            if 0 <= q < w:
-                                for ch in range(c):
+                for k in range(f):
+                    grads[last, k] += dz[s, i, j, k]
+            for aa in range(kh):
+                r = i * sh + aa * dh - top
+                if 0 <= r < h:
+                    for bb in range(kw):
+                        for ch in range(c):
+                            row = (aa * kw + bb) * c + ch
+                            for j in range(ow):
+                                q = j * sw + bb * dw - left
+                                if 0 <= q < w and x[s, r, q, ch] != 0:
                                     v = x[s, r, q, ch]
-                                    if v != 0:
-                                        for k in range(f):
-                                            dW[a, bb, ch, k] += v * dz[s, i, j, k]
+                                    for k in range(f):
+                                        grads[row, k] += v * dz[s, i, j, k]
 
 
 # ---------------------------------------------------------------- the twins
@@ -221,14 +236,6 @@ def _activate_backward_rows(da, a, code, dz, s0, s1):
     f = a.shape[2]
     _activate_backward(da[s0:s1].reshape(-1, f), a[s0:s1].reshape(-1, f), code, 0.0,
                        dz[s0:s1].reshape(-1, f))
-
-
-@njit
-def _bias_grads(dz, db):
-    db[:] = 0
-    for r in range(dz.shape[0]):
-        for f in range(dz.shape[1]):
-            db[f] += dz[r, f]
 
 
 def _check_conv(x, W, b, *per_output):
@@ -263,13 +270,27 @@ class _Conv:
 
 def _product(a, b, out, s0, s1):
     """out[s0:s1] = a[s0:s1] · b for samples [s0, s1) (a: (n, rows, K)), on one BLAS
-    thread (see above); each row's product does not depend on the others."""
-    np.matmul(a[s0:s1], b, out=out[s0:s1])
+    thread (see above), as one 2-D product per ``CHUNK`` samples counted from sample 0:
+    OpenBLAS's result for a row depends on the rows multiplied with it, so the products
+    must not depend on how the samples were split between threads. (One product per
+    sample, as a batched matmul makes, ran at ~60 % of this speed here.)"""
+    for c0 in range(s0, s1, CHUNK):  # s0 is a multiple of CHUNK: see _products
+        c1 = min(c0 + CHUNK, s1)
+        np.matmul(a[c0:c1].reshape(-1, a.shape[2]), b,
+                  out=out[c0:c1].reshape(-1, out.shape[2]))
 
 
-def _weight_product(cols, dz, dW, s0, s1):
-    """dW += colsᵀ · dz over samples [s0, s1) (cols: (n, rows, K), dz: (n, rows, f))."""
-    dW += cols[s0:s1].reshape(-1, cols.shape[2]).T @ dz[s0:s1].reshape(-1, dz.shape[2])
+def _products(a, b, out) -> None:
+    """``_product`` over all samples, the threads' shares whole chunks."""
+    _in_threads(_product, len(a), a, b, out, unit=CHUNK)
+
+
+def _weight_product(cols, dz, grads, s0, s1):
+    """Over samples [s0, s1) (cols: (n, rows, K), dz: (n, rows, f)): grads[:K] += colsᵀ · dz
+    (dW) and grads[K] += the sum of dz's rows (db)."""
+    dzs = dz[s0:s1].reshape(-1, dz.shape[2])
+    grads[:-1] += cols[s0:s1].reshape(-1, cols.shape[2]).T @ dzs
+    grads[-1] += dzs.sum(axis=0)
 
 
 def conv2d_forward(x, W, b, strides, padding, dilation_rate, activation):
@@ -277,16 +298,15 @@ def conv2d_forward(x, W, b, strides, padding, dilation_rate, activation):
     _check_conv(x, W, b)
     g = _Conv(x, W, strides, padding, dilation_rate)
     bias = np.zeros(g.f, W.dtype) if b is None else np.ascontiguousarray(b, W.dtype)
-    z = np.empty(g.out, W.dtype)
+    z, a = np.empty(g.out, W.dtype), np.empty(g.out, W.dtype)
     if g.direct:
-        _in_threads(_conv_direct, g.n, g.x, g.W, bias, *g.window[2:], z)
-    else:
-        per_sample = g.oh * g.ow
-        _in_threads(_product, g.n, g.cols().reshape(g.n, per_sample, -1), g.W.reshape(-1, g.f),
-                    z.reshape(g.n, per_sample, g.f))
-        if b is not None:
-            _add_bias(z.reshape(-1, g.f), bias)
-    a = np.empty_like(z)
+        _in_threads(_conv_direct, g.n, g.x, g.W, bias, CODES[activation], *g.window[2:], z, a)
+        return z, a
+    per_sample = g.oh * g.ow
+    _products(g.cols().reshape(g.n, per_sample, -1), g.W.reshape(-1, g.f),
+                z.reshape(g.n, per_sample, g.f))
+    if b is not None:
+        _add_bias(z.reshape(-1, g.f), bias)
     _in_threads(_activate_rows, g.n, z.reshape(g.n, -1, g.f), a.reshape(g.n, -1, g.f),
                 CODES[activation])
     return z, a
@@ -296,27 +316,25 @@ def conv2d_backward(x, W, a, da, strides, padding, dilation_rate, activation, ne
     """Twin of ``reference.conv2d_backward``: returns (dx or None, dW, db)."""
     _check_conv(x, W, None, a, da)
     g = _Conv(x, W, strides, padding, dilation_rate)
-    rows = (g.n, g.oh * g.ow, g.f)
-    dz = np.empty(rows, W.dtype)
-    _in_threads(_activate_backward_rows, g.n, np.ascontiguousarray(da, W.dtype).reshape(rows),
-                np.ascontiguousarray(a, W.dtype).reshape(rows), CODES[activation], dz)
-    dz2 = dz.reshape(-1, g.f)
+    da = np.ascontiguousarray(da, W.dtype).reshape(g.out)
+    a = np.ascontiguousarray(a, W.dtype).reshape(g.out)
+    dz = np.empty(g.out, W.dtype)
+    K = g.kh * g.kw * g.c
     if g.direct:
-        dW = _summed_in_parts(_conv_direct_weight_grads, g.n, W.shape, W.dtype, g.x,
-                              dz.reshape(g.out), *g.window[2:])
+        grads = _summed_in_parts(_conv_direct_backward, g.n, (K + 1, g.f), W.dtype, g.x, a, da,
+                                 CODES[activation], *g.window, dz)
     else:
-        per_sample = g.oh * g.ow
-        dW = _summed_in_parts(_weight_product, g.n, (g.kh * g.kw * g.c, g.f), W.dtype,
-                              g.cols().reshape(g.n, per_sample, -1),
-                              dz).reshape(W.shape)
-    db = np.empty(g.f, W.dtype)
-    _bias_grads(dz2, db)
+        _in_threads(_activate_backward_rows, g.n, da.reshape(g.n, -1, g.f),
+                    a.reshape(g.n, -1, g.f), CODES[activation], dz.reshape(g.n, -1, g.f))
+        grads = _summed_in_parts(_weight_product, g.n, (K + 1, g.f), W.dtype,
+                                 g.cols().reshape(g.n, -1, K), dz.reshape(g.n, -1, g.f))
+    dW, db = grads[:K].reshape(W.shape), grads[K]
     if not need_dx:
         return None, dW, db
-    dcols = np.empty((g.n, g.oh * g.ow, g.kh * g.kw * g.c), W.dtype)
-    _in_threads(_product, g.n, dz, g.W.reshape(-1, g.f).T, dcols)
+    dcols = np.empty((g.n, g.oh * g.ow, K), W.dtype)
+    _products(dz.reshape(g.n, -1, g.f), g.W.reshape(-1, g.f).T, dcols)
     dx = np.zeros(x.shape, W.dtype)
-    _in_threads(_col2im, g.n, dcols.reshape(-1, dcols.shape[2]), *g.window, g.oh, g.ow, dx)
+    _in_threads(_col2im, g.n, dcols.reshape(-1, K), *g.window, g.oh, g.ow, dx)
     return dx, dW, db
 
 
@@ -357,26 +375,38 @@ def _max_pool(x, ph, pw, sh, sw, top, left, y, s0, s1):
 
 
 @njit
-def _max_pool_backward(x, y, dy, ph, pw, sh, sw, top, left, dx, s0, s1):
+def _max_pool_backward(x, dy, ph, pw, sh, sw, top, left, dx, s0, s1):
     """Each window's dy to the first input equal to its max (its first NaN if the max is
-    NaN), in row-major window order; dx starts at zero. The window is scanned backwards,
-    each match overwriting the last, so the first one stays: comparisons and selects
-    that run in vectors, then one add per window and channel."""
+    NaN), in row-major window order; dx starts at zero. Per window, one pass finds each
+    channel's max and the tap where it first appears (a strict > keeps the first), a
+    second adds dy at that tap: selects over the channels, no division, no scatter."""
     _, h, w, c = x.shape
-    _, oh, ow, _ = y.shape
-    first = np.empty(c, np.int64)
+    _, oh, ow, _ = dy.shape
+    best = np.empty(c, x.dtype)
+    first = np.empty(c, np.int32)
+    zero = x.dtype.type(0)
     for s in range(s0, s1):
         for i in range(oh):
             for j in range(ow):
                 r0, r1, q0, q1 = _window(i, j, ph, pw, sh, sw, top, left, h, w)
-                for r in range(r1 - 1, r0 - 1, -1):
-                    for q in range(q1 - 1, q0 - 1, -1):
-                        for ch in range(c):
-                            v, best = x[s, r, q, ch], y[s, i, j, ch]
-                            hit = v == best or not (_not_nan(v) or _not_nan(best))
-                            first[ch] = r * w + q if hit else first[ch]
                 for ch in range(c):
-                    dx[s, first[ch] // w, first[ch] % w, ch] += dy[s, i, j, ch]
+                    best[ch] = x[s, r0, q0, ch]
+                    first[ch] = 0
+                tap = 0
+                for r in range(r0, r1):
+                    for q in range(q0, q1):
+                        for ch in range(c):
+                            v, m = x[s, r, q, ch], best[ch]
+                            take = (v > m or not _not_nan(v)) and _not_nan(m)
+                            best[ch] = v if take else m
+                            first[ch] = tap if take else first[ch]
+                        tap += 1
+                tap = 0
+                for r in range(r0, r1):
+                    for q in range(q0, q1):
+                        for ch in range(c):
+                            dx[s, r, q, ch] += dy[s, i, j, ch] if first[ch] == tap else zero
+                        tap += 1
 
 
 def _pool_geometry(x_shape, pool_size, strides, padding):
@@ -399,13 +429,12 @@ def max_pool2d_forward(x, pool_size, strides, padding):
 
 def max_pool2d_backward(dy, x, pool_size, strides, padding):
     """Twin of ``reference.max_pool2d_backward``."""
-    x = np.ascontiguousarray(x)
-    y, top, left = _max_pooled(x, pool_size, strides, padding)
-    if dy.shape != y.shape:
-        raise ValueError(f"max_pool2d_backward: dy has shape {dy.shape}, expected {y.shape}")
+    shape, top, left = _pool_geometry(x.shape, pool_size, strides, padding)
+    if dy.shape != shape:
+        raise ValueError(f"max_pool2d_backward: dy has shape {dy.shape}, expected {shape}")
     dx = np.zeros(x.shape, dy.dtype)
-    _in_threads(_max_pool_backward, len(x), x, y, np.ascontiguousarray(dy), *pool_size,
-                *strides, top, left, dx)
+    _in_threads(_max_pool_backward, len(x), np.ascontiguousarray(x), np.ascontiguousarray(dy),
+                *pool_size, *strides, top, left, dx)
     return dx
 
 
