@@ -243,6 +243,34 @@ def test_pooling_twins_agree(g, dtype, kind, ties):
 
 
 @pytest.mark.compiled
+@pytest.mark.parametrize("strides", [(1, 1), (2, 2), (3, 3), (2, 3), (4, 2)])
+@pytest.mark.parametrize("size", [(6, 6), (7, 5), (5, 9)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_pooling_2x2_twin_routes_exactly_as_the_reference(strides, size, dtype):
+    """Keras's default pool has a loop of its own (windows apart or overlapping, some rows
+    and columns reached by no window): each dy must reach the reference's input, ties to
+    the first maximum, a NaN to the first NaN, and nothing anywhere else (dx is not zeroed
+    first when the windows are apart)."""
+    from tinynn.compiled import kernels as compiled
+
+    rng = np.random.default_rng(sum(strides) * 100 + sum(size))
+    x = np.maximum(rng.normal(size=(3, *size, 9)), 0)  # relu's output: ties at zero
+    x[0, 1, 1, :3] = np.nan
+    x[1, 2, 3, :] = x[1, 2, 2, :]
+    x = x.astype(dtype)
+    y = reference.max_pool2d_forward(x, (2, 2), strides, "valid")
+    dy = rng.normal(size=y.shape).astype(dtype)
+    np.testing.assert_array_equal(compiled.max_pool2d_forward(x, (2, 2), strides, "valid"), y)
+    got = compiled.max_pool2d_backward(dy, x, (2, 2), strides, "valid")
+    want = reference.max_pool2d_backward(dy, x, (2, 2), strides, "valid")
+    if min(strides) >= 2:  # each input takes one window's dy at most: the very value
+        np.testing.assert_array_equal(got, want)
+    else:  # overlapping windows add theirs up, in another order
+        twins_agree(got, want, dtype)
+        np.testing.assert_array_equal(got == 0, want == 0)
+
+
+@pytest.mark.compiled
 def test_max_pooling_twin_keeps_a_nan():
     from tinynn.compiled import kernels as compiled
 

@@ -354,9 +354,19 @@ def _window(i, j, ph, pw, sh, sw, top, left, h, w):
     return max(r0, 0), min(r0 + ph, h), max(q0, 0), min(q0 + pw, w)
 
 
+@inline
+def _takes(v, m):
+    """Whether v replaces m as a running max: greater, or the first NaN (a NaN max stays)."""
+    return (v > m or not _not_nan(v)) and _not_nan(m)
+
+
+# The pooling loops index 1-D rows (x[s, r, q], one pixel's channels): with them LLVM
+# vectorises the loops over channels (3.4× faster here than indexing x[s, r, q, ch]).
+
+
 @njit
 def _max_pool(x, ph, pw, sh, sw, top, left, y, s0, s1):
-    """y = each window's max (NaN if the window holds one, as NumPy's max). Channels
+    """y = each window's max (NaN if the window holds one, as NumPy's max), channels
     innermost: they are adjacent in memory, so the comparisons run in vectors."""
     _, h, w, c = x.shape
     _, oh, ow, _ = y.shape
@@ -364,14 +374,15 @@ def _max_pool(x, ph, pw, sh, sw, top, left, y, s0, s1):
         for i in range(oh):
             for j in range(ow):
                 r0, r1, q0, q1 = _window(i, j, ph, pw, sh, sw, top, left, h, w)
+                out, start = y[s, i, j], x[s, r0, q0]
                 for ch in range(c):
-                    y[s, i, j, ch] = x[s, r0, q0, ch]
+                    out[ch] = start[ch]
                 for r in range(r0, r1):
                     for q in range(q0, q1):
+                        pixel = x[s, r, q]
                         for ch in range(c):
-                            v, best = x[s, r, q, ch], y[s, i, j, ch]
-                            y[s, i, j, ch] = v if (v > best or not _not_nan(v)) and \
-                                _not_nan(best) else best
+                            v, m = pixel[ch], out[ch]
+                            out[ch] = v if _takes(v, m) else m
 
 
 @njit
@@ -389,24 +400,63 @@ def _max_pool_backward(x, dy, ph, pw, sh, sw, top, left, dx, s0, s1):
         for i in range(oh):
             for j in range(ow):
                 r0, r1, q0, q1 = _window(i, j, ph, pw, sh, sw, top, left, h, w)
+                start = x[s, r0, q0]
                 for ch in range(c):
-                    best[ch] = x[s, r0, q0, ch]
+                    best[ch] = start[ch]
                     first[ch] = 0
                 tap = 0
                 for r in range(r0, r1):
                     for q in range(q0, q1):
+                        pixel = x[s, r, q]
                         for ch in range(c):
-                            v, m = x[s, r, q, ch], best[ch]
-                            take = (v > m or not _not_nan(v)) and _not_nan(m)
+                            v, m = pixel[ch], best[ch]
+                            take = _takes(v, m)
                             best[ch] = v if take else m
                             first[ch] = tap if take else first[ch]
                         tap += 1
-                tap = 0
+                g, tap = dy[s, i, j], 0
                 for r in range(r0, r1):
                     for q in range(q0, q1):
+                        d = dx[s, r, q]
                         for ch in range(c):
-                            dx[s, r, q, ch] += dy[s, i, j, ch] if first[ch] == tap else zero
+                            d[ch] += g[ch] if first[ch] == tap else zero
                         tap += 1
+
+
+@njit
+def _max_pool_2x2_backward(x, dy, sh, sw, add, dx, s0, s1):
+    """``_max_pool_backward`` for 2 × 2 windows inside the image (Keras's default pool),
+    each channel's max and first tap kept in registers, not in arrays (the tap as x's
+    dtype, so that the selects run in vectors of one width): 2× faster here. With ``add``
+    False the windows must not overlap: dx is written, not added to (it need not be
+    zeroed first, except where no window reaches)."""
+    _, oh, ow, c = dy.shape
+    zero, one, two, three = x.dtype.type(0), x.dtype.type(1), x.dtype.type(2), x.dtype.type(3)
+    for s in range(s0, s1):
+        for i in range(oh):
+            for j in range(ow):
+                r, q = i * sh, j * sw
+                x0, x1, x2, x3 = x[s, r, q], x[s, r, q + 1], x[s, r + 1, q], x[s, r + 1, q + 1]
+                d0, d1, d2, d3 = dx[s, r, q], dx[s, r, q + 1], dx[s, r + 1, q], dx[s, r + 1, q + 1]
+                g = dy[s, i, j]
+                for ch in range(c):  # (one assignment a line: tuples stop the vectoriser)
+                    m = x0[ch]
+                    tap = zero
+                    v = x1[ch]
+                    take = _takes(v, m)
+                    m = v if take else m
+                    tap = one if take else tap
+                    v = x2[ch]
+                    take = _takes(v, m)
+                    m = v if take else m
+                    tap = two if take else tap
+                    v = x3[ch]
+                    tap = three if _takes(v, m) else tap
+                    gc = g[ch]
+                    d0[ch] = (d0[ch] if add else zero) + (gc if tap == zero else zero)
+                    d1[ch] = (d1[ch] if add else zero) + (gc if tap == one else zero)
+                    d2[ch] = (d2[ch] if add else zero) + (gc if tap == two else zero)
+                    d3[ch] = (d3[ch] if add else zero) + (gc if tap == three else zero)
 
 
 def _pool_geometry(x_shape, pool_size, strides, padding):
@@ -432,9 +482,20 @@ def max_pool2d_backward(dy, x, pool_size, strides, padding):
     shape, top, left = _pool_geometry(x.shape, pool_size, strides, padding)
     if dy.shape != shape:
         raise ValueError(f"max_pool2d_backward: dy has shape {dy.shape}, expected {shape}")
+    x, dy = np.ascontiguousarray(x), np.ascontiguousarray(dy)
+    if tuple(pool_size) == (2, 2) and padding == "valid":
+        apart = min(strides) >= 2  # the windows do not overlap: dx written once, not added to
+        dx = np.empty(x.shape, dy.dtype) if apart else np.zeros(x.shape, dy.dtype)
+        if apart:  # the rows and columns no window reaches
+            dx[:, (shape[1] - 1) * strides[0] + 2:] = 0
+            dx[:, :, (shape[2] - 1) * strides[1] + 2:] = 0
+            for a in (0, 1):  # and between windows, with strides > 2
+                for gap in range(2, strides[a]):
+                    dx[(slice(None),) * (1 + a) + (slice(gap, None, strides[a]),)] = 0
+        _in_threads(_max_pool_2x2_backward, len(x), x, dy, *strides, not apart, dx)
+        return dx
     dx = np.zeros(x.shape, dy.dtype)
-    _in_threads(_max_pool_backward, len(x), np.ascontiguousarray(x), np.ascontiguousarray(dy),
-                *pool_size, *strides, top, left, dx)
+    _in_threads(_max_pool_backward, len(x), x, dy, *pool_size, *strides, top, left, dx)
     return dx
 
 
