@@ -479,16 +479,38 @@ def test_a_convnet_trains_to_the_same_bits_whatever_the_thread_count():
 
 @pytest.mark.compiled
 def test_the_callers_own_blas_threads_are_left_as_they_were():
+    """OpenBLAS's "local" thread count is process-wide: tinynn sets it to 1 around its
+    threads' products and restores it after, also when two threads run convolutions at
+    once (each would otherwise restore what the other had set)."""
+    import threading
+
     from tinynn.compiled import conv, kernels
 
     setter = conv._blas_threads_setter()
     if setter is None:
         pytest.skip("this NumPy's BLAS has no per-thread thread count (not OpenBLAS ≥ 0.3.27)")
     before = setter(3)
-    x = np.random.default_rng(0).random((4, 9, 9, 8)).astype(np.float32)
-    kernels.conv2d_forward(x, np.ones((3, 3, 8, 4), np.float32), None, (1, 1), "valid",
-                           (1, 1), "relu")
-    assert setter(before) == 3
+    W = np.ones((3, 3, 8, 4), np.float32)
+
+    def convolve(n: int, times: int = 1) -> None:
+        x = np.random.default_rng(n).random((n, 9, 9, 8)).astype(np.float32)
+        for _ in range(times):
+            kernels.conv2d_backward(x, W, *kernels.conv2d_forward(
+                x, W, None, (1, 1), "valid", (1, 1), "relu")[1:] * 2, (1, 1), "valid",
+                (1, 1), "relu")
+
+    try:
+        for n in (4, 64):  # the calling thread alone; tinynn's threads
+            convolve(n)
+            assert setter(3) == 3
+        both = [threading.Thread(target=convolve, args=(64, 20)) for _ in range(2)]
+        for thread in both:
+            thread.start()
+        for thread in both:
+            thread.join()
+        assert setter(3) == 3
+    finally:
+        setter(before)
 
 
 @pytest.mark.parametrize(("x", "message"), [

@@ -14,8 +14,9 @@ The work is split between threads (``engine.threads()``, one per core), by sampl
 loops are compiled and release the GIL, and so does BLAS. Sums over samples (the weight
 gradients) are ``PARTS`` partial sums over fixed slices of the batch, added in order
 (``_summed_in_parts``); each product runs on one of BLAS's threads (OpenBLAS's
-``openblas_set_num_threads_local``), since OpenBLAS rounds differently with more. So the
-weights do not depend on any thread count.
+``openblas_set_num_threads_local``), since OpenBLAS rounds differently with more, over a
+fixed number of samples (``CHUNK``), since it rounds a row differently among other rows.
+So the weights do not depend on any thread count.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -61,17 +63,41 @@ def _blas_threads_setter():
     return None
 
 
+#: Who is inside ``_one_blas_thread`` now, and BLAS's thread count before the first came.
+_blas = {"lock": threading.Lock(), "inside": 0, "before": None}
+
+
 @contextlib.contextmanager
 def _one_blas_thread():
-    """Within the block, this thread's BLAS products run on one thread; after it, on as
-    many as before (the caller's own products keep BLAS's threads)."""
+    """Within the block, BLAS products run on one thread each; after it, on as many as
+    before. Despite its name, NumPy's (pthreads) OpenBLAS keeps that count process-wide,
+    so the calling thread sets it around all its threads' work, and with several callers
+    at once (two models in two threads) the first sets it and the last restores it."""
     setter = _blas_threads_setter()
-    previous = setter(1) if setter is not None else None
+    if setter is None:
+        yield
+        return
+    with _blas["lock"]:
+        if _blas["inside"] == 0:
+            _blas["before"] = setter(1)
+        _blas["inside"] += 1
     try:
         yield
     finally:
-        if setter is not None:
-            setter(previous)
+        with _blas["lock"]:
+            _blas["inside"] -= 1
+            if _blas["inside"] == 0:
+                setter(_blas["before"])
+
+
+def _shared(run, count: int) -> None:
+    """``run(t)`` for t in [0, count), on tinynn's threads (the calling one alone if count
+    is 1), each BLAS product on one thread."""
+    with _one_blas_thread():
+        if count == 1:
+            run(0)
+        else:
+            list(engine._pool().map(run, range(count)))
 
 
 def _summed_in_parts(kernel, n: int, shape, dtype, *args) -> np.ndarray:
@@ -83,14 +109,10 @@ def _summed_in_parts(kernel, n: int, shape, dtype, *args) -> np.ndarray:
     count = min(engine.threads(), PARTS)
 
     def run(t: int) -> None:
-        with _one_blas_thread():
-            for p in range(PARTS * t // count, PARTS * (t + 1) // count):
-                kernel(*args, parts[p], bounds[p], bounds[p + 1])
+        for p in range(PARTS * t // count, PARTS * (t + 1) // count):
+            kernel(*args, parts[p], bounds[p], bounds[p + 1])
 
-    if count == 1:
-        run(0)
-    else:
-        list(engine._pool().map(run, range(count)))
+    _shared(run, count)
     total = parts[0]
     for p in range(1, PARTS):
         total += parts[p]
@@ -104,14 +126,7 @@ def _in_threads(kernel, n: int, *args, unit: int = 1) -> None:
     units = -(-n // unit)
     count = min(engine.threads(), units)
     cuts = [min(n, unit * (units * t // count)) for t in range(count + 1)]
-    def run(t: int) -> None:
-        with _one_blas_thread():
-            kernel(*args, cuts[t], cuts[t + 1])
-
-    if count == 1:
-        run(0)
-    else:
-        list(engine._pool().map(run, range(count)))
+    _shared(lambda t: kernel(*args, cuts[t], cuts[t + 1]), count)
 
 
 # ---------------------------------------------------------------- rows of windows
