@@ -234,16 +234,16 @@ def _conv_direct_backward(x, a, da, code, kh, kw, sh, sw, dh, dw, top, left, dz,
 
 
 @njit
-def _add_bias(z, b):
-    for r in range(z.shape[0]):
-        for f in range(z.shape[1]):
-            z[r, f] += b[f]
-
-
-@njit
-def _activate_rows(z, a, code, s0, s1):
-    """``loops._activate`` on the rows of samples [s0, s1) (z, a: (n, rows per sample, f))."""
-    _activate(z[s0:s1].reshape(-1, z.shape[2]), a[s0:s1].reshape(-1, z.shape[2]), code, 0.0)
+def _bias_activate_rows(z, b, a, code, s0, s1):
+    """z += b, then a = f(z) (``loops._activate``), sample by sample of [s0, s1) while its
+    rows are in cache (z, a: (n, rows per sample, f))."""
+    for s in range(s0, s1):
+        rows = z[s]
+        for r in range(rows.shape[0]):
+            row = rows[r]
+            for k in range(row.shape[0]):
+                row[k] += b[k]
+        _activate(rows, a[s], code, 0.0)
 
 
 @njit
@@ -320,10 +320,8 @@ def conv2d_forward(x, W, b, strides, padding, dilation_rate, activation):
     per_sample = g.oh * g.ow
     _products(g.cols().reshape(g.n, per_sample, -1), g.W.reshape(-1, g.f),
                 z.reshape(g.n, per_sample, g.f))
-    if b is not None:
-        _add_bias(z.reshape(-1, g.f), bias)
-    _in_threads(_activate_rows, g.n, z.reshape(g.n, -1, g.f), a.reshape(g.n, -1, g.f),
-                CODES[activation])
+    _in_threads(_bias_activate_rows, g.n, z.reshape(g.n, -1, g.f), bias,
+                a.reshape(g.n, -1, g.f), CODES[activation])
     return z, a
 
 
