@@ -243,6 +243,27 @@ def test_pooling_twins_agree(g, dtype, kind, ties):
 
 
 @pytest.mark.compiled
+@pytest.mark.parametrize("dead", [0.0, 0.3, 0.95, 1.0])
+def test_conv2d_backward_twin_skips_windows_without_gradient_exactly(dead):
+    """A pooling after a convolution leaves windows with no gradient at all: the twin
+    leaves them out of its products (``conv._live_rows``), and must still agree."""
+    from tinynn.compiled import conv
+    from tinynn.compiled import kernels as compiled
+
+    rng = np.random.default_rng(int(dead * 100))
+    x = rng.normal(size=(19, 9, 8, 6)).astype(np.float32)
+    W = rng.normal(size=(3, 3, 6, 5)).astype(np.float32)  # 54 weights a filter: BLAS
+    assert 3 * 3 * 6 > conv.DIRECT_MAX
+    args = ((1, 1), "same", (1, 1), "tanh")
+    _, a = reference.conv2d_forward(x, W, None, *args)
+    da = rng.normal(size=a.shape).astype(np.float32)
+    da[rng.random(a.shape[:3]) < dead] = 0  # whole windows (every filter) without one
+    for got, want in zip(compiled.conv2d_backward(x, W, a, da, *args),
+                         reference.conv2d_backward(x, W, a, da, *args)):
+        twins_agree(got, want, np.float32)
+
+
+@pytest.mark.compiled
 @pytest.mark.parametrize("strides", [(1, 1), (2, 2), (3, 3), (2, 3), (4, 2)])
 @pytest.mark.parametrize("size", [(6, 6), (7, 5), (5, 9)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -8,7 +8,9 @@ How a convolution is computed here depends on its window's size K = kh · kw · 
   non-finite weight meeting a zero input differs: it gives 0, as the Dense twins do).
 * **Larger windows**: three matrix products per step through NumPy's BLAS
   (z = cols · W, dW = colsᵀ · dz, dcols = dz · Wᵀ), where ``cols`` holds every window
-  as a row (``_im2col``, shape (n · oh · ow, K)).
+  as a row (``_im2col``, shape (n · oh · ow, K)). The backward leaves out the windows
+  whose gradient is all 0 (``_live_rows``: after a pooling, ~30 % of them here): their
+  share of dW and dx is 0, unless an input is not finite (0 · inf), as above.
 
 The work is split between threads (``engine.threads()``, one per core), by samples: the
 loops are compiled and release the GIL, and so does BLAS. Sums over samples (the weight
@@ -39,6 +41,8 @@ from tinynn.convolution import geometry
 DIRECT_MAX = 32
 #: Partial sums of a weight gradient over the batch (fixed: see the module docstring).
 PARTS = 4
+#: The backward skips windows whose gradient is 0 if at most this share of them has one.
+LIVE_MAX = 0.9
 #: Samples per matrix product (fixed, for the same reason; ~1,000 rows of a 28 × 28 convnet's
 #: second layer).
 CHUNK = 8
@@ -133,42 +137,53 @@ def _in_threads(kernel, n: int, *args, unit: int = 1) -> None:
 
 
 @njit
-def _im2col(x, kh, kw, sh, sw, dh, dw, top, left, oh, ow, cols, s0, s1):
-    """cols[(s · oh + i) · ow + j, (a · kw + b) · c + ch] = x_p[s, i·sh + a·dh, j·sw + b·dw, ch]
-    (0 in the padding), for samples s in [s0, s1)."""
+def _im2col(x, kh, kw, sh, sw, dh, dw, top, left, oh, ow, rows, starts, cols, s0, s1):
+    """cols[k, (a · kw + b) · c + ch] = x_p[s, i·sh + a·dh, j·sw + b·dw, ch] (0 in the
+    padding) for the windows listed in ``rows`` (row = (s · oh + i) · ow + j) of samples
+    [s0, s1): those at k in [starts[s0], starts[s1])."""
     _, h, w, c = x.shape
-    for s in range(s0, s1):
-        for i in range(oh):
-            for j in range(ow):
-                row = (s * oh + i) * ow + j
-                for a in range(kh):
-                    r = i * sh + a * dh - top
-                    for b in range(kw):
-                        q = j * sw + b * dw - left
-                        base = (a * kw + b) * c
-                        inside = 0 <= r < h and 0 <= q < w
-                        for ch in range(c):
-                            cols[row, base + ch] = x[s, r, q, ch] if inside else 0
+    for k in range(starts[s0], starts[s1]):
+        s, ij = divmod(rows[k], oh * ow)
+        i, j = divmod(ij, ow)
+        for a in range(kh):
+            r = i * sh + a * dh - top
+            for b in range(kw):
+                q = j * sw + b * dw - left
+                base = (a * kw + b) * c
+                inside = 0 <= r < h and 0 <= q < w
+                for ch in range(c):
+                    cols[k, base + ch] = x[s, r, q, ch] if inside else 0
 
 
 @njit
-def _col2im(dcols, kh, kw, sh, sw, dh, dw, top, left, oh, ow, dx, s0, s1):
-    """The backward of ``_im2col``: add each row's entries back at the pixels they came
-    from (dx starts at zero; the padding's share is dropped)."""
+def _col2im(dcols, kh, kw, sh, sw, dh, dw, top, left, oh, ow, rows, starts, dx, s0, s1):
+    """The backward of ``_im2col``: add each listed row's entries back at the pixels they
+    came from (dx starts at zero; the padding's share is dropped)."""
     _, h, w, c = dx.shape
+    for k in range(starts[s0], starts[s1]):
+        s, ij = divmod(rows[k], oh * ow)
+        i, j = divmod(ij, ow)
+        for a in range(kh):
+            r = i * sh + a * dh - top
+            if 0 <= r < h:
+                for b in range(kw):
+                    q = j * sw + b * dw - left
+                    if 0 <= q < w:
+                        base = (a * kw + b) * c
+                        for ch in range(c):
+                            dx[s, r, q, ch] += dcols[k, base + ch]
+
+
+@njit
+def _mark_live(dz, live, s0, s1):
+    """live[s, p] = whether row p of sample s has a gradient other than 0 (NaN counts)."""
     for s in range(s0, s1):
-        for i in range(oh):
-            for j in range(ow):
-                row = (s * oh + i) * ow + j
-                for a in range(kh):
-                    r = i * sh + a * dh - top
-                    if 0 <= r < h:
-                        for b in range(kw):
-                            q = j * sw + b * dw - left
-                            if 0 <= q < w:
-                                base = (a * kw + b) * c
-                                for ch in range(c):
-                                    dx[s, r, q, ch] += dcols[row, base + ch]
+        for p in range(dz.shape[1]):
+            row = dz[s, p]
+            any_ = False
+            for k in range(row.shape[0]):
+                any_ = any_ or row[k] != 0
+            live[s, p] = any_
 
 
 # ---------------------------------------------------------------- small windows, by loops
@@ -276,36 +291,53 @@ class _Conv:
         self.direct = self.kh * self.kw * self.c <= DIRECT_MAX
         self.out = (self.n, self.oh, self.ow, self.f)
 
-    def cols(self):
-        """Every window as a row: (n · oh · ow, kh · kw · c)."""
-        cols = np.empty((self.n * self.oh * self.ow, self.kh * self.kw * self.c), self.W.dtype)
-        _in_threads(_im2col, self.n, self.x, *self.window, self.oh, self.ow, cols)
+    def all_rows(self):
+        """Every window, listed as ``_im2col`` lists them: (rows, starts)."""
+        per_sample = self.oh * self.ow
+        return np.arange(self.n * per_sample), np.arange(self.n + 1) * per_sample
+
+    def cols(self, rows, starts):
+        """The listed windows as rows: (len(rows), kh · kw · c)."""
+        cols = np.empty((len(rows), self.kh * self.kw * self.c), self.W.dtype)
+        _in_threads(_im2col, self.n, self.x, *self.window, self.oh, self.ow, rows, starts, cols)
         return cols
 
 
-def _product(a, b, out, s0, s1):
-    """out[s0:s1] = a[s0:s1] · b for samples [s0, s1) (a: (n, rows, K)), on one BLAS
-    thread (see above), as one 2-D product per ``CHUNK`` samples counted from sample 0:
-    OpenBLAS's result for a row depends on the rows multiplied with it, so the products
-    must not depend on how the samples were split between threads. (One product per
-    sample, as a batched matmul makes, ran at ~60 % of this speed here.)"""
+def _product(a, b, starts, out, s0, s1):
+    """out = a · b for the rows of samples [s0, s1) (those in [starts[s0], starts[s1])),
+    on one BLAS thread (see above), as one 2-D product per ``CHUNK`` samples counted from
+    sample 0: OpenBLAS's result for a row depends on the rows multiplied with it, so the
+    products must not depend on how the samples were split between threads. (One product
+    per sample, as a batched matmul makes, ran at ~60 % of this speed here.)"""
     for c0 in range(s0, s1, CHUNK):  # s0 is a multiple of CHUNK: see _products
-        c1 = min(c0 + CHUNK, s1)
-        np.matmul(a[c0:c1].reshape(-1, a.shape[2]), b,
-                  out=out[c0:c1].reshape(-1, out.shape[2]))
+        lo, hi = starts[c0], starts[min(c0 + CHUNK, s1)]
+        np.matmul(a[lo:hi], b, out=out[lo:hi])
 
 
-def _products(a, b, out) -> None:
+def _products(a, b, starts, out) -> None:
     """``_product`` over all samples, the threads' shares whole chunks."""
-    _in_threads(_product, len(a), a, b, out, unit=CHUNK)
+    _in_threads(_product, len(starts) - 1, a, b, starts, out, unit=CHUNK)
 
 
-def _weight_product(cols, dz, grads, s0, s1):
-    """Over samples [s0, s1) (cols: (n, rows, K), dz: (n, rows, f)): grads[:K] += colsᵀ · dz
-    (dW) and grads[K] += the sum of dz's rows (db)."""
-    dzs = dz[s0:s1].reshape(-1, dz.shape[2])
-    grads[:-1] += cols[s0:s1].reshape(-1, cols.shape[2]).T @ dzs
-    grads[-1] += dzs.sum(axis=0)
+def _weight_product(cols, dz, starts, grads, s0, s1):
+    """Over the rows of samples [s0, s1) (cols: (rows, K), dz: (rows, f)):
+    grads[:K] += colsᵀ · dz (dW) and grads[K] += the sum of dz's rows (db)."""
+    lo, hi = starts[s0], starts[s1]
+    grads[:-1] += cols[lo:hi].T @ dz[lo:hi]
+    grads[-1] += dz[lo:hi].sum(axis=0)
+
+
+def _live_rows(g, dz):
+    """(rows, starts) of the windows whose gradient is not all 0, if at most ``LIVE_MAX``
+    of them, else of all. A pooling after a convolution sends each window's gradient to
+    one pixel: in Keras's convnet the second convolution's 11th row and column (17 % of
+    its windows) have none, and their share of the two products is skipped."""
+    live = np.empty(dz.shape[:2], np.bool_)
+    _in_threads(_mark_live, g.n, dz, live)
+    rows = np.flatnonzero(live)
+    if len(rows) > LIVE_MAX * live.size:
+        return g.all_rows()
+    return rows, np.searchsorted(rows, np.arange(g.n + 1) * live.shape[1])
 
 
 def conv2d_forward(x, W, b, strides, padding, dilation_rate, activation):
@@ -317,9 +349,8 @@ def conv2d_forward(x, W, b, strides, padding, dilation_rate, activation):
     if g.direct:
         _in_threads(_conv_direct, g.n, g.x, g.W, bias, CODES[activation], *g.window[2:], z, a)
         return z, a
-    per_sample = g.oh * g.ow
-    _products(g.cols().reshape(g.n, per_sample, -1), g.W.reshape(-1, g.f),
-                z.reshape(g.n, per_sample, g.f))
+    rows, starts = g.all_rows()
+    _products(g.cols(rows, starts), g.W.reshape(-1, g.f), starts, z.reshape(-1, g.f))
     _in_threads(_bias_activate_rows, g.n, z.reshape(g.n, -1, g.f), bias,
                 a.reshape(g.n, -1, g.f), CODES[activation])
     return z, a
@@ -339,15 +370,21 @@ def conv2d_backward(x, W, a, da, strides, padding, dilation_rate, activation, ne
     else:
         _in_threads(_activate_backward_rows, g.n, da.reshape(g.n, -1, g.f),
                     a.reshape(g.n, -1, g.f), CODES[activation], dz.reshape(g.n, -1, g.f))
+        rows, starts = _live_rows(g, dz.reshape(g.n, -1, g.f))
+        dz = dz.reshape(-1, g.f)
+        dz = dz if len(rows) == len(dz) else dz[rows]
         grads = _summed_in_parts(_weight_product, g.n, (K + 1, g.f), W.dtype,
-                                 g.cols().reshape(g.n, -1, K), dz.reshape(g.n, -1, g.f))
+                                 g.cols(rows, starts), dz, starts)
     dW, db = grads[:K].reshape(W.shape), grads[K]
     if not need_dx:
         return None, dW, db
-    dcols = np.empty((g.n, g.oh * g.ow, K), W.dtype)
-    _products(dz.reshape(g.n, -1, g.f), g.W.reshape(-1, g.f).T, dcols)
+    if g.direct:
+        rows, starts = g.all_rows()
+        dz = dz.reshape(-1, g.f)
+    dcols = np.empty((len(rows), K), W.dtype)
+    _products(dz, g.W.reshape(-1, g.f).T, starts, dcols)
     dx = np.zeros(x.shape, W.dtype)
-    _in_threads(_col2im, g.n, dcols.reshape(-1, K), *g.window, g.oh, g.ow, dx)
+    _in_threads(_col2im, g.n, dcols, *g.window, g.oh, g.ow, rows, starts, dx)
     return dx, dW, db
 
 
