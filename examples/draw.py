@@ -48,463 +48,40 @@ The HTTP interface (standard library only; one thread per request):
 
 A bad request gets a 400 (411 without a Content-Length, 413 over 1 MB) with
 ``{"error": "..."}`` naming the problem, and the server carries on.
+
+The command and the HTTP server are here; the models (which the page can show, where
+they come from, what they make of an image) are in ``draw_models.py``, and what each
+request's body must hold, checked field by field, in ``draw_requests.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
-import threading
-import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import numpy as np
-
-import tinynn
-from tinynn.datasets.base import cache_dir
-from tinynn.datasets.mnist import MNIST
-from tinynn.layers import Conv2D, Dense, Dropout
-from tinynn.saving import ModelFileError
-
 HERE = Path(__file__).resolve().parent
-# The examples are scripts, not a package: share the notebook's models (mnist.py: the
-# hidden model and Keras's convnet) and the preprocessing (draw_preprocess.py) with them by file.
+# The examples are scripts, not a package: share this page's modules (draw_models.py,
+# draw_requests.py) and through them the notebook's models (mnist.py: the hidden model
+# and Keras's convnet) and the preprocessing (draw_preprocess.py) by file.
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from draw_preprocess import SIZE, preprocess  # noqa: E402
-from mnist import build  # noqa: E402
+from draw_models import KINDS, Reader, obtain_model  # noqa: E402
+from draw_requests import ROUTES, RequestError, parse_json, show  # noqa: E402
 
 PAGE = HERE / "draw.html"
-PIXELS = SIZE * SIZE
-CLASSES = 10
-#: The hidden model's epochs over the 60,000 training images.
-EPOCHS = 5
-#: The convnet's training images (the first ones), seen once.
-CONVNET_SAMPLES = 10_000
-#: The kinds of model the page shows (``model_kind``): the default first.
-KINDS = ("convnet", "hidden")
-#: What training a model of each kind means, for the message before it starts.
-TRAINING = {"convnet": f"Keras's MNIST convnet on {CONVNET_SAMPLES:,} images for one epoch "
-                       f"(a few seconds)",
-            "hidden": f"the notebook's hidden model ({EPOCHS} epochs)"}
 #: The largest request body read, in bytes (a 280×280 canvas is ~160 kB of JSON).
 MAX_BODY = 1_000_000
-#: The largest canvas side accepted by /predict-drawing.
-MAX_SIDE = 2048
 #: After a 413, at most this much of the refused body is read and dropped, so
 #: that closing the connection does not reset it before the client reads the answer.
 MAX_DISCARD = 16_000_000
 
 
-# ------------------------------------------------------------------ the model
-
-
-def default_model_path(kind: str = "hidden") -> Path:
-    """Where the trained model of ``kind`` (``"convnet"`` or ``"hidden"``) is kept: ``models/``
-    beside the datasets in tinynn's cache."""
-    return cache_dir(MNIST).parent / "models" / f"mnist_{kind}.npz"
-
-
-def _digit_model(model: tinynn.Sequential) -> list:
-    """The model's layers (nested models opened up), if it takes 28×28 images and gives
-    10 classes from a last Dense layer.
-
-    Raises:
-        ValueError: naming which of the two it does not do.
-    """
-    layers = list(model.leaf_layers)
-    first = layers[0] if layers else None
-    if first is None or first.input_shape is None or math.prod(first.input_shape) != PIXELS:
-        shape = None if first is None else first.input_shape
-        raise ValueError(f"the model must take 28×28 images ({PIXELS} pixels), but its input "
-                         f"shape is {shape}")
-    if not isinstance(layers[-1], Dense) or layers[-1].units != CLASSES:
-        raise ValueError(f"the model must end in a Dense layer of {CLASSES} units (one per "
-                         f"digit)")
-    return layers
-
-
-def hidden_layer(model: tinynn.Sequential) -> Dense:
-    """The layer whose activations the page shows: the first Dense layer, fed the 784 pixels.
-
-    Raises:
-        ValueError: the model does not take 28×28 images, does not give 10 classes,
-            or has no hidden Dense layer.
-    """
-    dense = [layer for layer in _digit_model(model) if isinstance(layer, Dense)]
-    if len(dense) < 2 or dense[0].input_shape != (PIXELS,):
-        raise ValueError("the model has no hidden layer to show: it needs Conv2D layers, or a "
-                         f"Dense layer taking the {PIXELS} pixels before its output layer")
-    return dense[0]
-
-
-def conv_layers(model: tinynn.Sequential) -> list[Conv2D]:
-    """The layers whose feature maps the page shows: every Conv2D layer, in order.
-
-    Raises:
-        ValueError: the model does not take 28×28 images, does not give 10 classes,
-            or has no Conv2D layer.
-    """
-    convs = [layer for layer in _digit_model(model) if isinstance(layer, Conv2D)]
-    if not convs:
-        raise ValueError("the model has no Conv2D layer: it has no feature maps to show")
-    return convs
-
-
-def model_kind(model: tinynn.Sequential) -> str:
-    """``"convnet"`` for a model with Conv2D layers (the page shows their feature maps), else
-    ``"hidden"`` (the page shows its hidden Dense layer's units).
-
-    Raises:
-        ValueError: the page cannot show the model (see ``conv_layers``, ``hidden_layer``).
-    """
-    if any(isinstance(layer, Conv2D) for layer in model.leaf_layers):
-        conv_layers(model)
-        return "convnet"
-    hidden_layer(model)
-    return "hidden"
-
-
-def _mnist() -> tuple:
-    try:
-        return tinynn.datasets.mnist.load_data()
-    except (OSError, ValueError) as e:  # not found, not downloadable, or damaged
-        raise SystemExit(f"error: training the model needs MNIST: {e}") from None
-
-
-def _fit_and_save(model: tinynn.Sequential, path: Path, data: tuple, epochs: int,
-                  batch_size: int) -> tinynn.Sequential:
-    """Train ``model`` on ``data`` ((x_train, y_train), (x_test, y_test)), report its test
-    accuracy and save it at ``path``; a failure to save is reported and the model returned."""
-    (x_train, y_train), (x_test, y_test) = data
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    start = time.perf_counter()
-    model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size)
-    seconds = time.perf_counter() - start
-    _, accuracy = model.evaluate(x_test, y_test, verbose=0)
-    print(f"Test accuracy: {accuracy:.4f} (trained in {seconds:.1f} s)")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        model.save(path)
-        print(f"Saved the model to {path}")
-    except OSError as e:
-        print(f"warning: could not save the model ({e}); it will be trained again next time",
-              file=sys.stderr)
-    return model
-
-
-def train(path: Path, epochs: int = EPOCHS, seed: int = 0) -> tinynn.Sequential:
-    """Train the notebook's hidden model on MNIST, as examples/mnist.py does, and save it.
-
-    Args:
-        path: where to save it (its folder is created); a failure to save is reported
-            and the model still returned.
-        epochs: passes over the 60,000 training images.
-        seed: for tinynn.utils.set_random_seed.
-    """
-    (x_train, y_train), (x_test, y_test) = _mnist()
-    tinynn.utils.set_random_seed(seed)
-    data = ((x_train.reshape(len(x_train), -1) / 255, y_train),
-            (x_test.reshape(len(x_test), -1) / 255, y_test))
-    return _fit_and_save(build("hidden"), path, data, epochs, batch_size=32)
-
-
-def train_convnet(path: Path, samples: int = CONVNET_SAMPLES, epochs: int = 1,
-                  seed: int = 0) -> tinynn.Sequential:
-    """Train Keras's MNIST convnet (``mnist.build("convnet")``) briefly and save it.
-
-    Keras's example trains it for 15 epochs over 54,000 images (~99 %); the first
-    ``samples`` images, once, in batches of 32, take a few seconds and reach ~95 %
-    on the 10,000 test images.
-
-    Args:
-        path: where to save it (its folder is created); a failure to save is reported
-            and the model still returned.
-        samples: how many of the training images, from the first.
-        epochs: passes over them.
-        seed: for tinynn.utils.set_random_seed.
-    """
-    (x_train, y_train), (x_test, y_test) = _mnist()
-    tinynn.utils.set_random_seed(seed)
-    data = ((x_train[:samples, :, :, None].astype(np.float32) / 255, y_train[:samples]),
-            (x_test[:, :, :, None].astype(np.float32) / 255, y_test))
-    return _fit_and_save(build("convnet"), path, data, epochs, batch_size=32)
-
-
-def obtain_model(path: str | Path | None, kind: str | None = None) -> tinynn.Sequential:
-    """``path``'s model; without one, the cached model of ``kind``, else a newly trained one.
-
-    Args:
-        path: a saved model, or None.
-        kind: with ``path``, the kind (``model_kind``) the model must be, or None for
-            either; without, which model: ``"convnet"`` or ``"hidden"`` (None: the hidden
-            model; the command obtains both).
-
-    Raises:
-        SystemExit: ``path`` is missing, damaged, not a digit model or not of ``kind``
-            (the message names it).
-    """
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise SystemExit(f"error: --model {path}: no such file")
-        try:
-            model = tinynn.models.load_model(path)
-            found = model_kind(model)
-        except (OSError, ModelFileError, ValueError) as e:
-            reason = str(e).removeprefix(f"{path}: ")
-            raise SystemExit(f"error: --model {path}: {reason}") from None
-        if kind is not None and kind != found:
-            raise SystemExit(f"error: --model {path} holds a {found} model, but --model-kind "
-                             f"says {kind}")
-        print(f"Loaded the model from {path}")
-        return model
-    kind = kind or "hidden"
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}")
-    cached = default_model_path(kind)
-    if cached.is_file():
-        try:
-            model = tinynn.models.load_model(cached)
-            if model_kind(model) != kind:
-                raise ValueError(f"it is not a {kind} model")
-        except (OSError, ModelFileError, ValueError) as e:
-            print(f"The saved model {cached} is unusable ({e}); training a new one.")
-        else:
-            print(f"Loaded the model saved by an earlier run: {cached}")
-            return model
-    else:
-        print(f"No saved model at {cached}: training {TRAINING[kind]}.")
-    return train(cached) if kind == "hidden" else train_convnet(cached)
-
-
-def layer_text(layer) -> str:
-    """A layer in a few characters: ``Conv2D(32, 3×3, relu)``, ``Dense(10, softmax)``."""
-    name = type(layer).__name__
-    if isinstance(layer, Dense):
-        return f"{name}({layer.units}, {layer.activation})"
-    if isinstance(layer, Conv2D):
-        return (f"{name}({layer.filters}, {'×'.join(map(str, layer.kernel_size))}, "
-                f"{layer.activation})")
-    if isinstance(layer, Dropout):
-        return f"{name}({layer.rate:g})"
-    if hasattr(layer, "pool_size"):
-        return f"{name}({'×'.join(map(str, layer.pool_size))})"
-    return name
-
-
-class Reader:
-    """The model behind the page: pixels in, prediction, probabilities and what it makes of
-    them inside (a convnet's feature maps, or the hidden units) out.
-
-    Args:
-        model: takes 28×28 images (flat or not), gives 10 outputs; see ``model_kind``.
-    """
-
-    def __init__(self, model: tinynn.Sequential):
-        self.model = model
-        self.kind = model_kind(model)
-        layers = list(model.leaf_layers)
-        if self.kind == "convnet":
-            self.convs = conv_layers(model)
-            # The layers up to the last Conv2D: run one by one, they give its maps.
-            self.inner = layers[: layers.index(self.convs[-1]) + 1]
-        else:
-            self.hidden = hidden_layer(model)
-        self.input_shape = tuple(layers[0].input_shape)
-        # Layers keep their last input and output for backward: one request at a time.
-        self._lock = threading.Lock()
-        self.read(np.zeros(PIXELS, np.float32))  # compile now, not on the first request
-
-    def describe(self) -> dict:
-        """For ``GET /models``: the kind, the layers, and the feature maps' or hidden units'
-        sizes."""
-        answer = {"kind": self.kind,
-                  "layers": [layer_text(layer) for layer in self.model.leaf_layers]}
-        if self.kind == "convnet":
-            shape = self.input_shape
-            answer["feature_maps"] = []
-            for layer in self.inner:
-                shape = layer.compute_output_shape(shape)
-                if layer in self.convs:
-                    answer["feature_maps"].append({"name": layer.name, "shape": list(shape)})
-        else:
-            answer["hidden"] = self.hidden.units
-        return answer
-
-    def read(self, pixels: np.ndarray) -> dict:
-        """What the model makes of one image.
-
-        Args:
-            pixels: shape (784,), float32 in [0, 1].
-
-        Returns:
-            ``prediction`` (the argmax of ``model.predict``), ``probabilities`` (10; see
-            ``probabilities``), and ``feature_maps`` (a convnet: each Conv2D layer's output,
-            see ``feature_maps``) or ``hidden`` (the first Dense layer's activations).
-        """
-        x = pixels.reshape(1, *self.input_shape)
-        with self._lock:
-            outputs = self.model.predict(x)
-            if self.kind == "convnet":
-                inside = []
-                for layer in self.inner:
-                    x = layer(x)
-                    if layer in self.convs:
-                        inside.append(feature_maps(layer.name, x[0]))
-            else:
-                inside = self.hidden.forward(pixels.reshape(1, PIXELS))[0].astype(float).tolist()
-        return {"prediction": int(outputs[0].argmax()),
-                "probabilities": probabilities(outputs, self.model.leaf_layers[-1].activation)[0]
-                .tolist(),
-                "feature_maps" if self.kind == "convnet" else "hidden": inside}
-
-
-def feature_maps(name: str, maps: np.ndarray) -> dict:
-    """One layer's feature maps for the page: each map scaled by itself to integers 0..255.
-
-    Args:
-        name: the layer's.
-        maps: shape (h, w, maps), one image's output of the layer.
-
-    Returns:
-        ``{"name", "shape": [h, w, maps], "maps": [maps lists of h·w integers, row by row],
-        "low": [maps], "high": [maps]}``: v is sent as round(255 · (v − low) / (high − low)),
-        low = min(0, the map's least value), high = max(0, its greatest); a map that is 0
-        everywhere is all 0.
-
-    >>> answer = feature_maps("conv", np.array([[[0.0], [2.0]], [[1.0], [0.5]]]))
-    >>> answer["shape"], answer["maps"], answer["low"], answer["high"]
-    ([2, 2, 1], [[0, 255, 128, 64]], [0.0], [2.0])
-    """
-    h, w, count = maps.shape
-    v = maps.astype(np.float64).transpose(2, 0, 1).reshape(count, h * w)
-    low = np.minimum(v.min(axis=1), 0)
-    high = np.maximum(v.max(axis=1), 0)
-    span = high - low
-    scaled = (v - low[:, None]) / np.where(span > 0, span, 1)[:, None]
-    return {"name": name, "shape": [h, w, count],
-            "maps": np.rint(255 * scaled).astype(int).tolist(),
-            "low": low.tolist(), "high": high.tolist()}
-
-
-def probabilities(outputs: np.ndarray, activation: str) -> np.ndarray:
-    """The probabilities a model's outputs (n, 10) stand for, given its output activation.
-
-    A softmax output is one already. Sigmoid outputs are not (they need not sum to 1):
-    Keras and tinynn train them by the softmax of their logits, so that is what they
-    mean: the softmax of logit(output), as ``mnist.confidences`` computes it. Any other
-    output is taken as logits (``from_logits``).
-    """
-    if activation == "softmax":
-        return outputs.astype(np.float64)
-    z = outputs.astype(np.float64)
-    if activation == "sigmoid":
-        p = np.clip(z, 1e-7, 1 - 1e-7)
-        z = np.log(p / (1 - p))
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
-# ------------------------------------------------------------------ requests
-
-
-class RequestError(Exception):
-    """A request the server refuses: an HTTP status and a message for the client."""
-
-    def __init__(self, message: str, status: HTTPStatus = HTTPStatus.BAD_REQUEST,
-                 allow: str = "POST"):
-        super().__init__(message)
-        self.status = status
-        self.allow = allow  # the method to name in a 405's Allow header
-
-
-def numbers(values: object, name: str, count: int, low: float, high: float,
-            integers: bool = False) -> np.ndarray:
-    """``values`` as float64 if it is a JSON list of ``count`` finite numbers in [low, high].
-
-    Raises:
-        RequestError: naming the first value that is not.
-    """
-    if not isinstance(values, list):
-        raise RequestError(f"{name} must be a list of {count} numbers, got {_show(values)}")
-    if len(values) != count:
-        raise RequestError(f"{name} must have {count} values, got {len(values)}")
-    kinds = (int,) if integers else (int, float)
-    what = "integers" if integers else "finite numbers"
-    for i, v in enumerate(values):
-        # type() rather than isinstance: JSON's true and false are not numbers here.
-        if type(v) not in kinds:
-            raise RequestError(f"{name}[{i}] is {_show(v)}: every value must be one of the "
-                             f"{what} in {low:g}..{high:g}")
-        if type(v) is float and not math.isfinite(v):
-            raise RequestError(f"{name}[{i}] is {v}: every value must be finite")
-        if not low <= v <= high:  # exact for huge integers too
-            raise RequestError(f"{name}[{i}] is {_show(v)}: every value must be in "
-                             f"{low:g}..{high:g}")
-    return np.array(values, np.float64)
-
-
-def _show(value: object) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _fields(body: object, expected: tuple[str, ...]) -> None:
-    """Check that ``body`` is an object with the ``expected`` fields and at most "model"."""
-    shape = "{" + ", ".join(f'"{k}": ...' for k in expected) + '[, "model": ...]}'
-    if not isinstance(body, dict):
-        raise RequestError(f"the body must be a JSON object {shape}, got {_show(body)}")
-    missing = [k for k in expected if k not in body]
-    extra = sorted(set(body) - set(expected) - {"model"})
-    if missing or extra:
-        raise RequestError(f"the body must be a JSON object {shape}: "
-                         + (f"missing {missing}" if missing else f"unexpected {extra}"))
-
-
-def predict(reader: Reader, body: object) -> dict:
-    """``POST /predict``: ``{"pixels": [784 in 0..1]}`` (and "model", see ``DrawServer``)."""
-    _fields(body, ("pixels",))
-    pixels = numbers(body["pixels"], "pixels", PIXELS, 0, 1).astype(np.float32)
-    return reader.read(pixels)
-
-
-def predict_drawing(reader: Reader, body: object) -> dict:
-    """``POST /predict-drawing``: ``{"width": w, "height": h, "ink": [w·h in 0..255]}`` (and
-    "model")."""
-    _fields(body, ("width", "height", "ink"))
-    for side in ("width", "height"):
-        v = body[side]
-        if type(v) is not int or not 1 <= v <= MAX_SIDE:
-            raise RequestError(f"{side} must be an integer in 1..{MAX_SIDE}, got {_show(v)}")
-    width, height = body["width"], body["height"]
-    if not isinstance(body["ink"], list) or len(body["ink"]) != width * height:
-        got = len(body["ink"]) if isinstance(body["ink"], list) else _show(body["ink"])
-        raise RequestError(f"ink must be a list of width × height = {width * height} integers, "
-                         f"got {got}")
-    ink = numbers(body["ink"], "ink", width * height, 0, 255, integers=True)
-    try:
-        pixels = preprocess(ink.reshape(height, width) / 255)
-    except ValueError as e:  # an empty drawing
-        raise RequestError(str(e)) from None
-    pixels = pixels.reshape(PIXELS)
-    return {**reader.read(pixels), "input": pixels.astype(float).tolist()}
-
-
-def parse_json(data: bytes) -> object:
-    """A request's body as JSON, or a RequestError saying why it is not."""
-    try:
-        return json.loads(data)
-    except (ValueError, RecursionError) as e:  # bad JSON, bad UTF-8, absurd nesting
-        raise RequestError(f"the body is not valid JSON: {e}") from None
-
-
-ROUTES = {"/predict": predict, "/predict-drawing": predict_drawing}
+# ------------------------------------------------------------------ the server
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -634,7 +211,7 @@ class DrawServer(ThreadingHTTPServer):
         kind = body.get("model", self.default) if isinstance(body, dict) else self.default
         served = " or ".join(f'"{k}"' for k in self.readers)
         if not isinstance(kind, str) or kind not in KINDS:
-            raise RequestError(f"model must be {served}, got {_show(kind)}")
+            raise RequestError(f"model must be {served}, got {show(kind)}")
         if kind not in self.readers:
             raise RequestError(f'model "{kind}" is not served here (draw.py --model serves '
                                f"one model): ask for {served}")

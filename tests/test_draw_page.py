@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "examples"))
 
 import draw  # noqa: E402
+import draw_models  # noqa: E402
 
 pytestmark = pytest.mark.browser
 
@@ -109,8 +110,8 @@ def browser():
 def models(mnist_data, tmp_path_factory):
     """The two models ``draw.py`` trains, on MNIST (a few seconds each), by kind."""
     folder = tmp_path_factory.mktemp("models")
-    return {"convnet": draw.Reader(draw.train_convnet(folder / "mnist_convnet.npz")),
-            "hidden": draw.Reader(draw.train(folder / "mnist_hidden.npz"))}
+    return {"convnet": draw_models.Reader(draw_models.train_convnet(folder / "mnist_convnet.npz")),
+            "hidden": draw_models.Reader(draw_models.train(folder / "mnist_hidden.npz"))}
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""examples/draw.py without a browser: the HTTP contract, and where the model comes from.
+"""examples/draw.py without a browser: the HTTP contract, and where the model comes from
+(examples/draw_models.py).
 
 The server runs on a free port in a thread, with the notebook's hidden model
 at its initial (random) weights, again with a small convnet likewise, and with
@@ -29,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "examples"))
 
 import draw  # noqa: E402
+import draw_models  # noqa: E402
 from draw_preprocess import preprocess  # noqa: E402
 from mnist import build  # noqa: E402
 
@@ -68,7 +70,7 @@ def convnet():
 
 
 def _serve(*models):
-    server = draw.make_server([draw.Reader(m) for m in models], port=0, quiet=True)
+    server = draw.make_server([draw_models.Reader(m) for m in models], port=0, quiet=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -393,7 +395,7 @@ def test_a_convnet_answers_its_feature_maps(convnet_port, convnet):
 
 
 def test_kerass_convnet_shows_32_maps_of_26x26_and_64_of_11x11():
-    answer = draw.Reader(build("convnet")).read(images(1, seed=5)[0])
+    answer = draw_models.Reader(build("convnet")).read(images(1, seed=5)[0])
     assert [layer["shape"] for layer in answer["feature_maps"]] == [[26, 26, 32], [11, 11, 64]]
     for layer in answer["feature_maps"]:
         maps = np.array(layer["maps"])
@@ -408,7 +410,7 @@ def test_feature_maps_are_scaled_map_by_map():
                      np.array([[-1.0, 3.0], [1.0, 0.0]]),     # negative values too
                      np.zeros((2, 2)),                        # finds nothing: all black
                      np.array([[4.0, 4.0], [4.0, 4.0]])], -1)  # a constant: white
-    answer = draw.feature_maps("conv", maps)
+    answer = draw_models.feature_maps("conv", maps)
     assert answer == {"name": "conv", "shape": [2, 2, 4],
                       "maps": [[0, 255, 128, 64], [0, 255, 128, 64], [0, 0, 0, 0],
                                [255, 255, 255, 255]],
@@ -418,7 +420,7 @@ def test_feature_maps_are_scaled_map_by_map():
 def test_a_convnets_maps_before_their_activation_are_scaled_from_their_least_value():
     convnet = small_convnet(seed=2, activation=None)
     pixels = images(1, seed=6)[0]
-    answer = draw.Reader(convnet).read(pixels)
+    answer = draw_models.Reader(convnet).read(pixels)
     check_convnet_answer(answer, expected_convnet_answer(convnet, pixels.astype(np.float64),
                                                          activation=lambda z: z))
     assert min(answer["feature_maps"][0]["low"]) < 0
@@ -555,7 +557,7 @@ def test_a_model_the_server_does_not_hold_gets_400_naming_the_field(
 
 
 def test_make_server_takes_one_model_of_each_kind(model, convnet):
-    hidden, maps = draw.Reader(model), draw.Reader(convnet)
+    hidden, maps = draw_models.Reader(model), draw_models.Reader(convnet)
     for readers, default, message in [([], None, "one model of each kind at most, got []"),
                                       ([hidden, hidden], None, "got ['hidden', 'hidden']"),
                                       ([hidden], "convnet", "'convnet' is not among ['hidden']")]:
@@ -574,7 +576,7 @@ def test_make_server_takes_one_model_of_each_kind(model, convnet):
 def test_model_option_loads_that_file(tmp_path, model, capsys):
     path = tmp_path / "digits.npz"
     model.save(path)
-    loaded = draw.obtain_model(path)
+    loaded = draw_models.obtain_model(path)
     assert f"Loaded the model from {path}" in capsys.readouterr().out
     x = images(5)
     assert np.array_equal(loaded.predict(x), model.predict(x))
@@ -583,26 +585,26 @@ def test_model_option_loads_that_file(tmp_path, model, capsys):
 def test_model_option_errors_name_the_file(tmp_path):
     missing = tmp_path / "nope.npz"
     with pytest.raises(SystemExit, match=f"--model {missing}: no such file"):
-        draw.obtain_model(missing)
+        draw_models.obtain_model(missing)
     damaged = tmp_path / "damaged.npz"
     damaged.write_bytes(b"PK\x03\x04 this is not a model")
     with pytest.raises(SystemExit, match=f"--model {damaged}: not a readable tinynn file"):
-        draw.obtain_model(damaged)
+        draw_models.obtain_model(damaged)
     simple = tmp_path / "simple.npz"
     build("simple").save(simple)
     with pytest.raises(SystemExit, match=f"--model {simple}: the model has no hidden layer"):
-        draw.obtain_model(simple)
+        draw_models.obtain_model(simple)
     assert not missing.exists()
 
 
 def test_without_model_option_the_cached_model_is_used(tmp_path, monkeypatch, model, capsys):
     monkeypatch.setenv("TINYNN_CACHE", str(tmp_path))
-    monkeypatch.setattr(draw, "train", lambda path: pytest.fail("trained despite a cache"))
-    path = draw.default_model_path()
+    monkeypatch.setattr(draw_models, "train", lambda path: pytest.fail("trained despite a cache"))
+    path = draw_models.default_model_path()
     assert path == tmp_path / "models" / "mnist_hidden.npz"
     path.parent.mkdir()
     model.save(path)
-    loaded = draw.obtain_model(None)
+    loaded = draw_models.obtain_model(None)
     assert "saved by an earlier run" in capsys.readouterr().out
     assert all(np.array_equal(a, b) for a, b in zip(loaded.get_weights(), model.get_weights()))
 
@@ -610,39 +612,39 @@ def test_without_model_option_the_cached_model_is_used(tmp_path, monkeypatch, mo
 def test_without_a_usable_cache_a_model_is_trained(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TINYNN_CACHE", str(tmp_path))
     trained = []
-    monkeypatch.setattr(draw, "train", lambda path: trained.append(path) or hidden_model(1))
-    draw.obtain_model(None)
-    assert trained == [draw.default_model_path()]
+    monkeypatch.setattr(draw_models, "train", lambda path: trained.append(path) or hidden_model(1))
+    draw_models.obtain_model(None)
+    assert trained == [draw_models.default_model_path()]
     assert "No saved model" in capsys.readouterr().out
-    draw.default_model_path().parent.mkdir()
-    draw.default_model_path().write_bytes(b"truncated")
-    draw.obtain_model(None)
-    assert trained == [draw.default_model_path()] * 2
+    draw_models.default_model_path().parent.mkdir()
+    draw_models.default_model_path().write_bytes(b"truncated")
+    draw_models.obtain_model(None)
+    assert trained == [draw_models.default_model_path()] * 2
     assert "is unusable" in capsys.readouterr().out
 
 
 def test_train_saves_a_model_that_reads_digits(mnist_data, tmp_path):
     path = tmp_path / "models" / "mnist_hidden.npz"
-    draw.train(path, epochs=1)
-    model = draw.obtain_model(path)
+    draw_models.train(path, epochs=1)
+    model = draw_models.obtain_model(path)
     (_, _), (x_test, y_test) = mnist_data
     predicted = model.predict(x_test[:2000].reshape(-1, 784) / 255).argmax(axis=1)
     assert np.mean(predicted == y_test[:2000]) > 0.9
 
 
 def test_the_kind_of_model_is_read_from_its_layers(tmp_path, convnet, model, capsys):
-    assert draw.model_kind(convnet) == "convnet" and draw.model_kind(model) == "hidden"
-    assert draw.conv_layers(convnet) == [convnet.layers[0], convnet.layers[2]]
+    assert (draw_models.model_kind(convnet), draw_models.model_kind(model)) == ("convnet", "hidden")
+    assert draw_models.conv_layers(convnet) == [convnet.layers[0], convnet.layers[2]]
     path = tmp_path / "convnet.npz"
     convnet.save(path)
-    loaded = draw.obtain_model(path)
+    loaded = draw_models.obtain_model(path)
     assert f"Loaded the model from {path}" in capsys.readouterr().out
     x = images(3).reshape(3, 28, 28, 1)
     assert np.array_equal(loaded.predict(x), convnet.predict(x))
-    assert draw.obtain_model(path, "convnet") is not None
+    assert draw_models.obtain_model(path, "convnet") is not None
     with pytest.raises(SystemExit, match=f"--model {path} holds a convnet model, but "
                                          "--model-kind says hidden"):
-        draw.obtain_model(path, "hidden")
+        draw_models.obtain_model(path, "hidden")
 
 
 def test_a_convnet_the_page_cannot_show_is_refused():
@@ -655,59 +657,59 @@ def test_a_convnet_the_page_cannot_show_is_refused():
         ([conv(2, 3, input_shape=(28, 28, 1)), tinynn.layers.Flatten()], "10 units"),
     ]:
         with pytest.raises(ValueError, match=message):
-            draw.model_kind(tinynn.Sequential(layers))
+            draw_models.model_kind(tinynn.Sequential(layers))
     with pytest.raises(ValueError, match="no Conv2D layer"):
-        draw.conv_layers(hidden_model())
+        draw_models.conv_layers(hidden_model())
     # A convnet nested in a model, or fed flat pixels through a Reshape, is shown too.
     inner = small_convnet(seed=3)
     nested = tinynn.Sequential([inner])
-    assert draw.conv_layers(nested) == draw.conv_layers(inner)
+    assert draw_models.conv_layers(nested) == draw_models.conv_layers(inner)
     flat = tinynn.Sequential([tinynn.layers.Reshape((28, 28, 1), input_shape=(784,)),
                               *inner.layers])  # the same layers
     pixels = images(1, seed=8)[0]
-    assert draw.Reader(flat).read(pixels) == draw.Reader(inner).read(pixels)
+    assert draw_models.Reader(flat).read(pixels) == draw_models.Reader(inner).read(pixels)
 
 
 def test_without_model_option_the_cached_convnet_is_used(tmp_path, monkeypatch, convnet,
                                                          model, capsys):
     monkeypatch.setenv("TINYNN_CACHE", str(tmp_path))
-    monkeypatch.setattr(draw, "train_convnet",
+    monkeypatch.setattr(draw_models, "train_convnet",
                         lambda path: pytest.fail("trained despite a cache"))
-    path = draw.default_model_path("convnet")
+    path = draw_models.default_model_path("convnet")
     assert path == tmp_path / "models" / "mnist_convnet.npz"
     path.parent.mkdir()
     convnet.save(path)
-    model.save(draw.default_model_path("hidden"))  # beside it, kept for --model-kind hidden
-    loaded = draw.obtain_model(None, "convnet")
+    model.save(draw_models.default_model_path("hidden"))  # beside it, kept for --model-kind hidden
+    loaded = draw_models.obtain_model(None, "convnet")
     assert "saved by an earlier run" in capsys.readouterr().out
     assert all(np.array_equal(a, b) for a, b in zip(loaded.get_weights(), convnet.get_weights()))
-    assert draw.model_kind(draw.obtain_model(None, "hidden")) == "hidden"
+    assert draw_models.model_kind(draw_models.obtain_model(None, "hidden")) == "hidden"
 
 
 def test_without_a_usable_cached_convnet_one_is_trained(tmp_path, monkeypatch, model, capsys):
     monkeypatch.setenv("TINYNN_CACHE", str(tmp_path))
     trained = []
-    monkeypatch.setattr(draw, "train_convnet",
+    monkeypatch.setattr(draw_models, "train_convnet",
                         lambda path: trained.append(path) or small_convnet(1))
-    monkeypatch.setattr(draw, "train", lambda path: pytest.fail("trained the hidden model"))
-    path = draw.default_model_path("convnet")
-    assert draw.model_kind(draw.obtain_model(None, "convnet")) == "convnet"
+    monkeypatch.setattr(draw_models, "train", lambda path: pytest.fail("trained the hidden model"))
+    path = draw_models.default_model_path("convnet")
+    assert draw_models.model_kind(draw_models.obtain_model(None, "convnet")) == "convnet"
     assert trained == [path]
     assert "No saved model" in capsys.readouterr().out
     path.parent.mkdir()
     model.save(path)  # a hidden model where the convnet should be
-    draw.obtain_model(None, "convnet")
+    draw_models.obtain_model(None, "convnet")
     assert trained == [path] * 2
     assert "is unusable (it is not a convnet model)" in capsys.readouterr().out
 
 
 def test_train_convnet_saves_a_convnet_that_reads_digits(mnist_data, tmp_path, capsys):
     path = tmp_path / "models" / "mnist_convnet.npz"
-    draw.train_convnet(path, samples=3000)
+    draw_models.train_convnet(path, samples=3000)
     out = capsys.readouterr().out
     assert float(out.split("Test accuracy: ")[1].split()[0]) > 0.85  # ~0.89 from 3,000 images
     assert f"Saved the model to {path}" in out
-    model = draw.obtain_model(path, "convnet")
+    model = draw_models.obtain_model(path, "convnet")
     (_, _), (x_test, y_test) = mnist_data
     predicted = model.predict(x_test[:2000, :, :, None] / 255).argmax(axis=1)
     assert np.mean(predicted == y_test[:2000]) > 0.85
@@ -719,7 +721,7 @@ def test_probabilities_follow_the_output_activation(activation):
     model = tinynn.Sequential([tinynn.layers.Dense(100, activation="relu", input_shape=(784,)),
                                tinynn.layers.Dense(10, activation=activation)])
     x = images(1, seed=4)
-    answer = draw.Reader(model).read(x[0])
+    answer = draw_models.Reader(model).read(x[0])
     outputs = model.predict(x)[0].astype(np.float64)
     if activation == "softmax":
         logits = np.log(outputs)
@@ -736,15 +738,15 @@ def test_a_model_the_page_cannot_show_is_refused():
     flat = tinynn.Sequential([tinynn.layers.Flatten(input_shape=(28, 28)),
                               tinynn.layers.Dense(100, activation="relu"),
                               tinynn.layers.Dense(10, activation="sigmoid")])
-    assert draw.hidden_layer(flat) is flat.layers[1]
-    draw.Reader(flat)  # takes 28×28 inputs too
+    assert draw_models.hidden_layer(flat) is flat.layers[1]
+    draw_models.Reader(flat)  # takes 28×28 inputs too
     for layers, message in [
         ([tinynn.layers.Dense(10, input_shape=(784,))], "no hidden layer"),
         ([tinynn.layers.Dense(5, input_shape=(784,)), tinynn.layers.Dense(3)], "10 units"),
         ([tinynn.layers.Dense(5, input_shape=(100,)), tinynn.layers.Dense(10)], "28×28"),
     ]:
         with pytest.raises(ValueError, match=message):
-            draw.hidden_layer(tinynn.Sequential(layers))
+            draw_models.hidden_layer(tinynn.Sequential(layers))
 
 
 # ------------------------------------------------------------------ the command
