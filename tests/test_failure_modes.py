@@ -43,6 +43,9 @@ def make_model(compiled: bool = True, optimizer="adam") -> tinynn.Sequential:
 
 X = np.random.default_rng(0).normal(size=(12, FEATURES))
 Y = np.arange(12) % CLASSES
+# Where a save refused at the door would have written: a folder that does not exist, so that
+# a regression fails there instead of leaving a file behind.
+NOWHERE = Path(__file__).parent / "no such folder" / "model.tinynn"
 
 
 def state(model) -> list[np.ndarray]:
@@ -151,6 +154,11 @@ MODEL_CASES = [
      r"optimizer must be one of \['adagrad', 'adam', 'adamw', 'rmsprop', 'sgd'\]"),
     ("names", "unknown loss", lambda m: m.compile("adam", "mse"), ValueError,
      r"loss must be one of \['categorical_crossentropy', 'sparse_categorical_crossentropy'\]"),
+    ("saving", "save: overwrite as text", lambda m: m.save(NOWHERE, overwrite="no"), TypeError,
+     "overwrite must be True or False, got 'no'"),
+    ("saving", "save_weights: overwrite as a number",
+     lambda m: m.save_weights(NOWHERE, overwrite=0), TypeError,
+     "overwrite must be True or False, got 0"),
 ]
 
 

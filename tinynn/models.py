@@ -328,13 +328,19 @@ class Sequential:
         validation.boolean(training, "training")
         return self.forward(data.inputs(self, x, "x"), training)
 
-    def save(self, path) -> None:
-        """Write architecture, compile settings, weights and optimizer state (``tinynn.saving``)."""
-        saving.save_model(self, path)
+    def save(self, path, overwrite: bool = True) -> None:
+        """Write architecture, compile settings, weights and optimizer state (``tinynn.saving``).
 
-    def save_weights(self, path) -> None:
-        """Write the weights alone (``tinynn.saving``)."""
-        saving.save_weights(self, path)
+        Args:
+            path: the file to write; it appears whole or not at all.
+            overwrite: replace an existing file (Keras's default); False refuses one with
+                ``FileExistsError``.
+        """
+        saving.save_model(self, path, overwrite)
+
+    def save_weights(self, path, overwrite: bool = True) -> None:
+        """Write the weights alone (``tinynn.saving``); ``overwrite`` as in ``save``."""
+        saving.save_weights(self, path, overwrite)
 
     def load_weights(self, path) -> None:
         """Set the weights from a ``save_weights`` file; nothing changes if it does not fit."""

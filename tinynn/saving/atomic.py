@@ -5,12 +5,15 @@ target (through a symlink: beside its target), is flushed to disk and renamed
 over the target, so a crash leaves the old file intact. The new file gets the
 mode of the file it replaces, or the umask's default mode. Temporary files
 left by a writer killed mid-write are removed by the next write of the same
-target (see ``_remove_stale_temporaries``).
+target (see ``_remove_stale_temporaries``). A full disk (or a file-size limit)
+is an ``OSError`` of the same errno that names the file and says what
+happened; the temporary is removed and the old file stays as it was.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import secrets
@@ -23,10 +26,47 @@ from typing import BinaryIO
 #: A temporary file this old whose writer is gone is removed by the next save.
 STALE_SECONDS = 60.0
 
+#: What a write that runs out of room means, by errno (EDQUOT is not on every system).
+NO_ROOM = {getattr(errno, name): what for name, what in [
+    ("ENOSPC", "the disk is full"),
+    ("EDQUOT", "the disk quota is used up"),
+    ("EFBIG", "the file would be larger than the file system or the process's file-size "
+              "limit (ulimit -f) allows"),
+] if hasattr(errno, name)}
 
-def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
-    """``write(file)`` into a temporary file beside ``path``, flushed, then renamed over it."""
+
+def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], None],
+                     overwrite: bool = True, caller: str = "save") -> None:
+    """``write(file)`` into a temporary file beside ``path``, flushed, then renamed over it.
+
+    Args:
+        path: the file to write (through a symlink: its target).
+        write: writes the whole content to the binary file it is given.
+        overwrite: replace an existing file; if False, an existing file is refused
+            before anything is written.
+        caller: names the call in error messages (``"save"``, ``"save_weights"``).
+
+    Raises:
+        FileExistsError: ``overwrite`` is False and ``path`` exists.
+        OSError: with the errno of ``NO_ROOM`` when the file does not fit, naming ``path``.
+    """
     target = Path(os.path.realpath(path))  # through a symlink: replace its target, not the link
+    existed = os.path.exists(target)
+    if existed and not overwrite:
+        raise FileExistsError(f"{caller}: {os.fspath(path)!r} exists already; pass "
+                              f"overwrite=True to replace it")
+    try:
+        _write_and_rename(target, write)
+    except OSError as e:
+        if e.errno not in NO_ROOM:
+            raise
+        kept = "the previous file is unchanged" if existed else "no file was made"
+        raise OSError(e.errno, f"{caller}: could not write {os.fspath(path)!r}: "
+                               f"{NO_ROOM[e.errno]} ({os.strerror(e.errno)}); {kept}") from e
+
+
+def _write_and_rename(target: Path, write: Callable[[BinaryIO], None]) -> None:
+    """The write itself; whatever fails, the temporary is gone afterwards."""
     _remove_stale_temporaries(target)
     try:
         mode = stat.S_IMODE(os.stat(target).st_mode)  # keep the replaced file's mode
@@ -40,7 +80,7 @@ def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], None])
                 os.chmod(tmp, mode)
             write(f)
             f.flush()
-            os.fsync(f.fileno())
+            os.fsync(f.fileno())  # a full disk may show only here (NFS, delayed allocation)
         os.replace(tmp, target)
         _fsync_directory(target.parent)
     finally:

@@ -17,7 +17,9 @@ failure raises ``ModelFileError`` naming the file and the problem; a file you
 may not read raises ``PermissionError``, as ``open`` does.
 
 Writing refuses, with a ``ValueError``, a model whose file could not be loaded
-back, and goes through ``tinynn.saving.atomic`` (a crash leaves the old file intact).
+back, and goes through ``tinynn.saving.atomic`` (a crash leaves the old file intact;
+a full disk is an ``OSError`` naming the file; ``overwrite=False`` refuses an existing
+file with ``FileExistsError``).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from tinynn import utils
+from tinynn import utils, validation
 from tinynn.saving.archive import DTYPES, MAX_BYTES, Archive, ArchiveError, Header
 from tinynn.saving.atomic import write_atomically
 from tinynn.saving.rebuild import Feed, ModelFileError, class_for, make, nonnegative_slots
@@ -48,12 +50,22 @@ MAX_ITERATIONS = 2**53
 # ---------------------------------------------------------------- writing
 
 
-def save_model(model, path: str | os.PathLike) -> None:
+def save_model(model, path: str | os.PathLike, overwrite: bool = True) -> None:
     """Write the model's layers, compile settings, weights and optimizer state to ``path``.
 
+    Args:
+        model: a built model.
+        path: the file to write.
+        overwrite: replace an existing file (Keras's default); False refuses one.
+
     Raises:
+        TypeError: ``overwrite`` is not a bool.
         ValueError: the model is not built, or its file could not be loaded back.
+        FileExistsError: ``overwrite`` is False and ``path`` exists.
+        OSError: the disk is full (ENOSPC, EDQUOT) or the file too large (EFBIG), naming
+            ``path``; the previous file is unchanged.
     """
+    overwrite = validation.boolean(overwrite, "overwrite")
     if not model.built:
         raise ValueError("save: the model is not built yet (no weights to save)")
     if len(model.leaf_layers) > MAX_LAYERS:
@@ -85,26 +97,32 @@ def save_model(model, path: str | os.PathLike) -> None:
         }
         for i, slot in enumerate(opt.slots or []):
             arrays.update({f"optimizer/{i}/{k}": a for k, a in slot.items()})
-    _write(path, config, arrays)
+    _write(path, config, arrays, overwrite, "save")
 
 
-def save_weights(model, path: str | os.PathLike) -> None:
-    """Write only the weights (and their shapes, to check them against on loading)."""
+def save_weights(model, path: str | os.PathLike, overwrite: bool = True) -> None:
+    """Write only the weights (and their shapes, to check them against on loading).
+
+    Args and errors as ``save_model``'s.
+    """
+    overwrite = validation.boolean(overwrite, "overwrite")
     if not model.built:
         raise ValueError("save_weights: the model is not built yet (no weights to save)")
     _check_arrays(model.weights, "weight", ValueError, "save_weights: ")
     config = {"format": FORMAT, "version": VERSION, "kind": "weights",
               "shapes": [list(w.shape) for w in model.weights]}
-    _write(path, config, {f"weights/{i}": w for i, w in enumerate(model.weights)})
+    _write(path, config, {f"weights/{i}": w for i, w in enumerate(model.weights)}, overwrite,
+           "save_weights")
 
 
-def _write(path: str | os.PathLike, config: dict, arrays: dict[str, np.ndarray]) -> None:
+def _write(path: str | os.PathLike, config: dict, arrays: dict[str, np.ndarray],
+           overwrite: bool, caller: str) -> None:
     size = sum(a.nbytes for a in arrays.values())
     if size > MAX_BYTES:
-        raise ValueError(f"save: the model's arrays take {size:,} bytes, more than a file may "
+        raise ValueError(f"{caller}: the model's arrays take {size:,} bytes, more than a file may "
                          f"hold (tinynn.saving.MAX_BYTES = {MAX_BYTES:,})")
     arrays = {**arrays, "config": np.array(json.dumps(config))}
-    write_atomically(path, lambda f: np.savez(f, **arrays))
+    write_atomically(path, lambda f: np.savez(f, **arrays), overwrite, caller)
 
 
 # ---------------------------------------------------------------- checks shared by both ways
