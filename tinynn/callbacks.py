@@ -101,6 +101,7 @@ class ProgbarLogger(Callback):
         self.verbose, self.steps, self.epochs = verbose, steps, epochs
         self.stream = stream or sys.stdout
         self.live = verbose == 1 and getattr(self.stream, "isatty", lambda: False)()
+        self.open = False  # a redrawn line not yet ended
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         if self.epochs:  # 0 for evaluate and predict, which have no epochs
@@ -113,11 +114,21 @@ class ProgbarLogger(Callback):
             self.last_draw = now
             self.stream.write("\r" + self._line(batch + 1, now - self.start, logs or {}))
             self.stream.flush()
+            self.open = True
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         line = self._line(self.steps, time.perf_counter() - self.start, logs or {})
         self.stream.write(("\r" if self.live else "") + line + "\n")
         self.stream.flush()
+        self.open = False
+
+    def close(self) -> None:
+        """End a line left half drawn (``fit`` interrupted by Ctrl-C), so that what the
+        caller prints next starts on a line of its own."""
+        if self.open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.open = False
 
     def _line(self, step: int, elapsed: float, logs: dict) -> str:
         counter = f"{step}/{self.steps}"

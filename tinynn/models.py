@@ -259,37 +259,43 @@ class Sequential:
         callbacks = validation.callbacks(callbacks, Callback)
         x, y, val = data.training_data(self, x, y, validation_split, validation_data)
         batch_size = min(batch_size, len(x))  # one batch holds all: buffers sized by data
-        runner = training.runner_for(self)
-        prepared = runner.prepare(x, y)
-        history = History()
-        hooks = [history, *callbacks]
-        if verbose:
-            hooks.append(ProgbarLogger(verbose, math.ceil(len(x) / batch_size), epochs))
-        hooks = CallbackList(hooks, self)
-        # Compiled steps run in calls of many, unless a callback wants every batch.
-        calls = training.Calls(every_batch=any(map(training.wants_batches, hooks.callbacks)))
-        self.stop_training, history.stopped_early = False, None
-        hooks.call("on_train_begin")
-        for epoch in range(epochs):
-            hooks.call("on_epoch_begin", epoch)
-            order = generator().permutation(len(x)) if shuffle else np.arange(len(x))
-            logs, history.stopped_early = training.train_epoch(
-                self, runner, prepared, order, batch_size, calls, hooks, epoch, verbose)
-            if val is not None and not history.stopped_early:
-                val_logs = training.evaluate(self, *val, batch_size)
-                logs.update({f"val_{k}": v for k, v in val_logs.items()})
-            if logs:
-                hooks.call("on_epoch_end", epoch, logs)
-            if history.stopped_early or self.stop_training:
-                break
-        hooks.call("on_train_end")
+        with training.one_at_a_time(self, "fit"):
+            runner = training.runner_for(self)
+            prepared = runner.prepare(x, y)
+            history = History()
+            bar = ProgbarLogger(verbose, math.ceil(len(x) / batch_size), epochs) if verbose \
+                else None
+            hooks = CallbackList([history, *callbacks, *([bar] if bar else [])], self)
+            # Compiled steps run in calls of many, unless a callback wants every batch.
+            calls = training.Calls(every_batch=any(map(training.wants_batches, hooks.callbacks)))
+            self.stop_training, history.stopped_early = False, None
+            hooks.call("on_train_begin")
+            try:
+                for epoch in range(epochs):
+                    hooks.call("on_epoch_begin", epoch)
+                    order = generator().permutation(len(x)) if shuffle else np.arange(len(x))
+                    logs, history.stopped_early = training.train_epoch(
+                        self, runner, prepared, order, batch_size, calls, hooks, epoch, verbose)
+                    if val is not None and not history.stopped_early:
+                        val_logs = training.evaluate(self, *val, batch_size)
+                        logs.update({f"val_{k}": v for k, v in val_logs.items()})
+                    if logs:
+                        hooks.call("on_epoch_end", epoch, logs)
+                    if history.stopped_early or self.stop_training:
+                        break
+            except KeyboardInterrupt:  # the model holds a whole step (train_epoch's rollback)
+                if bar:
+                    bar.close()
+                raise
+            hooks.call("on_train_end")
         return history
 
     def train_on_batch(self, x, y) -> float | list[float]:
         """One optimizer step on one batch; returns its loss (and accuracy, with metrics)."""
         self._check_compiled("train_on_batch")
         x, y = data.inputs_and_targets(self, x, y, "x", "y")
-        return self._as_result(training.step_on_batch(self, x, y))
+        with training.one_at_a_time(self, "train_on_batch"):
+            return self._as_result(training.step_on_batch(self, x, y))
 
     def evaluate(self, x, y, batch_size: int = 32, verbose: int = 1,
                  return_dict: bool = False) -> float | list[float] | dict[str, float]:
@@ -318,10 +324,17 @@ class Sequential:
         with progress(verbose, math.ceil(len(x) / batch_size)):
             compiled = training.forward_all(self, x)
             if compiled and compiled[2]:  # (else the check below says which input is bad)
-                return compiled[1]
+                z, outputs, _ = compiled
+                training.warn_if_overflowed(self, x, training.non_finite_rows(outputs, z),
+                                            "predict")
+                return outputs
             validation.inputs(x, "x", None)  # raises, saying where, if some input is not finite
-            return np.concatenate([self.forward(x[i : i + batch_size])
-                                   for i in range(0, len(x), batch_size)])
+            outputs, bad = [], []
+            for i in range(0, len(x), batch_size):
+                outputs.append(self.forward(x[i : i + batch_size]))
+                bad.append(training.non_finite_rows(outputs[-1], training.last_logits(self)))
+            training.warn_if_overflowed(self, x, np.concatenate(bad), "predict")
+            return np.concatenate(outputs)
 
     def __call__(self, x, training: bool = False) -> np.ndarray:
         """``model(x)``: the outputs for one batch, like ``predict`` without batching."""

@@ -19,7 +19,9 @@ warning that reports it), and whether a callback wants to hear about every batch
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import threading
 import time
 import warnings
 
@@ -231,12 +233,16 @@ def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int) -> dict[str, 
     compiled = forward_all(model, x)
     if compiled:
         z, y_pred, _ = compiled
+        warn_if_overflowed(model, x, non_finite_rows(y_pred, z), "evaluate")
         per_sample = model.loss.forward(y, y_pred, z)
         return totals.add(float(per_sample.sum()), correct_count(y_pred, y), len(y))
+    bad = []
     for start in range(0, len(x), batch_size):
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
         y_pred = model.forward(xb)
         totals.add_batch(model.loss_of(yb, y_pred), y_pred, yb)
+        bad.append(non_finite_rows(y_pred, last_logits(model)))
+    warn_if_overflowed(model, x, np.concatenate(bad), "evaluate")
     return totals.logs()
 
 
@@ -255,7 +261,66 @@ def report_fault(epoch: int | None, step: int, fault: Fault, verbose: int) -> di
 
 
 class NonFiniteWarning(RuntimeWarning):
-    """Training stopped because a loss or a weight stopped being a finite number."""
+    """Training stopped because a loss or a weight stopped being a finite number, or
+    finite inputs gave non-finite outputs (``warn_if_overflowed``)."""
+
+
+def non_finite_rows(outputs: np.ndarray, logits: np.ndarray | None = None) -> np.ndarray:
+    """Which rows of ``outputs`` (n, …), or of the last layer's ``logits``, hold an inf or
+    a NaN, shape (n,): a softmax or sigmoid turns overflowed logits back into finite
+    outputs (1 and 0) whose loss is inf."""
+    bad = ~np.isfinite(outputs.reshape(len(outputs), -1)).all(axis=1)
+    if logits is not None:
+        bad |= ~np.isfinite(logits.reshape(len(logits), -1)).all(axis=1)
+    return bad
+
+
+def last_logits(model) -> np.ndarray | None:
+    """The logits the last layer kept in its last forward pass, if it keeps any."""
+    return getattr(model.leaf_layers[-1], "logits", None)
+
+
+def warn_if_overflowed(model, x: np.ndarray, bad: np.ndarray, where: str) -> None:
+    """Warn, naming the first layer whose output (or logits) stopped being finite, if
+    some outputs of the finite inputs ``x`` are not (``bad``: ``non_finite_rows``).
+    float32 overflows past ~3.4e38: x = 3e38 through a Dense layer gives inf. The first
+    such row runs again layer by layer to find the layer."""
+    if not bad.any():
+        return
+    row = int(np.flatnonzero(bad)[0])
+    a = x[row : row + 1]
+    for layer in model.leaf_layers:
+        a = layer.forward(a, training=False)
+        logits = getattr(layer, "logits", None)
+        if not np.isfinite(a).all() or (logits is not None and not np.isfinite(logits).all()):
+            break
+    warnings.warn(
+        f"{where}: {int(bad.sum())} of {len(bad)} samples give outputs that are not finite "
+        f"(inf or NaN) although every input is; the first, sample {row}, stopped being "
+        f"finite in layer {layer.name!r} ({type(layer).__name__}): its values overflow "
+        f"float32 (beyond ~3.4e38). Scale the inputs (e.g. to [0, 1]) or check the "
+        f"weights.", NonFiniteWarning, stacklevel=3)
+
+
+#: Guards the check-and-set of ``one_at_a_time`` (any model's).
+_TRAINING = threading.Lock()
+
+
+@contextlib.contextmanager
+def one_at_a_time(model, method: str):
+    """Refuse a second ``fit`` or ``train_on_batch`` of a model while one runs (from
+    another thread, or a callback): their steps would interleave on the same weights
+    and optimizer state. Nothing is changed by the refusal."""
+    with _TRAINING:
+        running = getattr(model, "_training_in", None)
+        if running:
+            raise RuntimeError(f"{method}(): this model is already training ({running}() "
+                               f"in another thread or a callback); wait until it returns")
+        model._training_in = method
+    try:
+        yield
+    finally:
+        model._training_in = None
 
 
 class NotCompiledError(ValueError):
