@@ -505,9 +505,9 @@ def test_the_callers_own_blas_threads_are_left_as_they_were():
     once (each would otherwise restore what the other had set)."""
     import threading
 
-    from tinynn.compiled import conv, kernels
+    from tinynn.compiled import kernels, sharing
 
-    setter = conv._blas_threads_setter()
+    setter = sharing._blas_threads_setter()
     if setter is None:
         pytest.skip("this NumPy's BLAS has no per-thread thread count (not OpenBLAS ≥ 0.3.27)")
     before = setter(3)

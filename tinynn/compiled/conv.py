@@ -1,4 +1,5 @@
-"""Compiled twins of ``tinynn/convolution.py``: convolution and pooling, same names and results.
+"""Compiled twins of ``tinynn/convolution.py``'s convolution: same names and results
+(the poolings' are in ``pooling.py``).
 
 How a convolution is computed here depends on its window's size K = kh · kw · c:
 
@@ -12,38 +13,26 @@ How a convolution is computed here depends on its window's size K = kh · kw · 
   whose gradient is all 0 (``_live_rows``: after a pooling, ~30 % of them here): their
   share of dW and dx is 0, unless an input is not finite (0 · inf), as above.
 
-The work is split between threads (``engine.threads()``, one per core), by samples: the
-loops are compiled and release the GIL, and so does BLAS. Sums over samples (the weight
-gradients) are ``PARTS`` partial sums over fixed slices of the batch, added in order
-(``_summed_in_parts``); each product runs on one of BLAS's threads (OpenBLAS's
-``openblas_set_num_threads_local``), since OpenBLAS rounds differently with more, over a
-fixed number of samples (``CHUNK``), since it rounds a row differently among other rows.
-So the weights do not depend on any thread count.
+The samples are shared between threads as ``sharing`` says, and each BLAS product covers
+a fixed number of samples (``CHUNK``), since OpenBLAS rounds a row differently among
+other rows: the weights do not depend on any thread count.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import functools
-import threading
-from pathlib import Path
-
 import numpy as np
 
-from tinynn.compiled import engine
-from tinynn.compiled.jit import inline, njit
+from tinynn.compiled.jit import njit
 from tinynn.compiled.loops import _activate, _activate_backward
+from tinynn.compiled.sharing import _in_threads, _summed_in_parts
 from tinynn.compiled.table import CODES
 from tinynn.convolution import geometry
 
 #: Windows of at most this many weights per filter are computed by loops, larger ones by BLAS.
 DIRECT_MAX = 32
-#: Partial sums of a weight gradient over the batch (fixed: see the module docstring).
-PARTS = 4
 #: The backward skips windows whose gradient is 0 if at most this share of them has one.
 LIVE_MAX = 0.9
-#: Samples per matrix product (fixed, for the same reason; ~1,000 rows of a 28 × 28 convnet's
+#: Samples per matrix product (fixed: see the module docstring; ~1,000 rows of a 28 × 28 convnet's
 #: second layer).
 CHUNK = 8
 
@@ -52,85 +41,6 @@ def _geometries(x_shape, window, strides, dilation, padding):
     """(oh, top, _), (ow, left, _) of ``tinynn.convolution.geometry`` along h and w."""
     return [geometry(x_shape[1 + a], window[a], strides[a], dilation[a], padding)
             for a in (0, 1)]
-
-
-@functools.cache
-def _blas_threads_setter():
-    """NumPy's OpenBLAS ``openblas_set_num_threads_local`` (OpenBLAS ≥ 0.3.27), or None."""
-    for path in sorted((Path(np.__file__).parent.parent / "numpy.libs").glob("*openblas*")):
-        try:
-            setter = ctypes.CDLL(str(path)).openblas_set_num_threads_local
-        except (OSError, AttributeError):
-            continue
-        setter.argtypes, setter.restype = [ctypes.c_int], ctypes.c_int
-        return setter
-    return None
-
-
-#: Who is inside ``_one_blas_thread`` now, and BLAS's thread count before the first came.
-_blas = {"lock": threading.Lock(), "inside": 0, "before": None}
-
-
-@contextlib.contextmanager
-def _one_blas_thread():
-    """Within the block, BLAS products run on one thread each; after it, on as many as
-    before. Despite its name, NumPy's (pthreads) OpenBLAS keeps that count process-wide,
-    so the calling thread sets it around all its threads' work, and with several callers
-    at once (two models in two threads) the first sets it and the last restores it."""
-    setter = _blas_threads_setter()
-    if setter is None:
-        yield
-        return
-    with _blas["lock"]:
-        if _blas["inside"] == 0:
-            _blas["before"] = setter(1)
-        _blas["inside"] += 1
-    try:
-        yield
-    finally:
-        with _blas["lock"]:
-            _blas["inside"] -= 1
-            if _blas["inside"] == 0:
-                setter(_blas["before"])
-
-
-def _shared(run, count: int) -> None:
-    """``run(t)`` for t in [0, count), on tinynn's threads (the calling one alone if count
-    is 1), each BLAS product on one thread."""
-    with _one_blas_thread():
-        if count == 1:
-            run(0)
-        else:
-            list(engine._pool().map(run, range(count)))
-
-
-def _summed_in_parts(kernel, n: int, shape, dtype, *args) -> np.ndarray:
-    """Σ over ``PARTS`` fixed slices of the samples of ``kernel(*args, part, s0, s1)``
-    (each part a zeroed array of ``shape``), added in order; the threads share the parts."""
-    engine._announce_compiling(kernel)
-    parts = np.zeros((PARTS, *shape), dtype)
-    bounds = [n * p // PARTS for p in range(PARTS + 1)]
-    count = min(engine.threads(), PARTS)
-
-    def run(t: int) -> None:
-        for p in range(PARTS * t // count, PARTS * (t + 1) // count):
-            kernel(*args, parts[p], bounds[p], bounds[p + 1])
-
-    _shared(run, count)
-    total = parts[0]
-    for p in range(1, PARTS):
-        total += parts[p]
-    return total
-
-
-def _in_threads(kernel, n: int, *args, unit: int = 1) -> None:
-    """``kernel(*args, s0, s1)`` over samples [0, n), split between the threads at
-    multiples of ``unit`` samples."""
-    engine._announce_compiling(kernel)
-    units = -(-n // unit)
-    count = min(engine.threads(), units)
-    cuts = [min(n, unit * (units * t // count)) for t in range(count + 1)]
-    _shared(lambda t: kernel(*args, cuts[t], cuts[t + 1]), count)
 
 
 # ---------------------------------------------------------------- rows of windows
@@ -386,249 +296,3 @@ def conv2d_backward(x, W, a, da, strides, padding, dilation_rate, activation, ne
     dx = np.zeros(x.shape, W.dtype)
     _in_threads(_col2im, g.n, dcols, *g.window, g.oh, g.ow, rows, starts, dx)
     return dx, dW, db
-
-
-# ---------------------------------------------------------------- pooling
-
-
-@inline
-def _not_nan(v):
-    """False for NaN only (an ordered comparison survives fastmath's "reassoc")."""
-    return v <= np.inf
-
-
-@inline
-def _window(i, j, ph, pw, sh, sw, top, left, h, w):
-    """The in-image rows [r0, r1) and columns [q0, q1) of the window at (i, j)."""
-    r0, q0 = i * sh - top, j * sw - left
-    return max(r0, 0), min(r0 + ph, h), max(q0, 0), min(q0 + pw, w)
-
-
-@inline
-def _takes(v, m):
-    """Whether v replaces m as a running max: greater, or the first NaN (a NaN max stays)."""
-    return (v > m or not _not_nan(v)) and _not_nan(m)
-
-
-# The pooling loops index 1-D rows (x[s, r, q], one pixel's channels): with them LLVM
-# vectorises the loops over channels (3.4× faster here than indexing x[s, r, q, ch]).
-
-
-@njit
-def _max_pool(x, ph, pw, sh, sw, top, left, y, s0, s1):
-    """y = each window's max (NaN if the window holds one, as NumPy's max), channels
-    innermost: they are adjacent in memory, so the comparisons run in vectors."""
-    _, h, w, c = x.shape
-    _, oh, ow, _ = y.shape
-    for s in range(s0, s1):
-        for i in range(oh):
-            for j in range(ow):
-                r0, r1, q0, q1 = _window(i, j, ph, pw, sh, sw, top, left, h, w)
-                out, start = y[s, i, j], x[s, r0, q0]
-                for ch in range(c):
-                    out[ch] = start[ch]
-                for r in range(r0, r1):
-                    for q in range(q0, q1):
-                        pixel = x[s, r, q]
-                        for ch in range(c):
-                            v, m = pixel[ch], out[ch]
-                            out[ch] = v if _takes(v, m) else m
-
-
-@njit
-def _max_pool_backward(x, dy, ph, pw, sh, sw, top, left, dx, s0, s1):
-    """Each window's dy to the first input equal to its max (its first NaN if the max is
-    NaN), in row-major window order; dx starts at zero. Per window, one pass finds each
-    channel's max and the tap where it first appears (a strict > keeps the first), a
-    second adds dy at that tap: selects over the channels, no division, no scatter."""
-    _, h, w, c = x.shape
-    _, oh, ow, _ = dy.shape
-    best = np.empty(c, x.dtype)
-    first = np.empty(c, np.int32)
-    zero = x.dtype.type(0)
-    for s in range(s0, s1):
-        for i in range(oh):
-            for j in range(ow):
-                r0, r1, q0, q1 = _window(i, j, ph, pw, sh, sw, top, left, h, w)
-                start = x[s, r0, q0]
-                for ch in range(c):
-                    best[ch] = start[ch]
-                    first[ch] = 0
-                tap = 0
-                for r in range(r0, r1):
-                    for q in range(q0, q1):
-                        pixel = x[s, r, q]
-                        for ch in range(c):
-                            v, m = pixel[ch], best[ch]
-                            take = _takes(v, m)
-                            best[ch] = v if take else m
-                            first[ch] = tap if take else first[ch]
-                        tap += 1
-                g, tap = dy[s, i, j], 0
-                for r in range(r0, r1):
-                    for q in range(q0, q1):
-                        d = dx[s, r, q]
-                        for ch in range(c):
-                            d[ch] += g[ch] if first[ch] == tap else zero
-                        tap += 1
-
-
-@njit
-def _max_pool_2x2_backward(x, dy, sh, sw, add, dx, s0, s1):
-    """``_max_pool_backward`` for 2 × 2 windows inside the image (Keras's default pool),
-    each channel's max and first tap kept in registers, not in arrays (the tap as x's
-    dtype, so that the selects run in vectors of one width): 2× faster here. With ``add``
-    False the windows must not overlap: dx is written, not added to (it need not be
-    zeroed first, except where no window reaches)."""
-    _, oh, ow, c = dy.shape
-    zero, one, two, three = x.dtype.type(0), x.dtype.type(1), x.dtype.type(2), x.dtype.type(3)
-    for s in range(s0, s1):
-        for i in range(oh):
-            for j in range(ow):
-                r, q = i * sh, j * sw
-                x0, x1, x2, x3 = x[s, r, q], x[s, r, q + 1], x[s, r + 1, q], x[s, r + 1, q + 1]
-                d0, d1, d2, d3 = dx[s, r, q], dx[s, r, q + 1], dx[s, r + 1, q], dx[s, r + 1, q + 1]
-                g = dy[s, i, j]
-                for ch in range(c):  # (one assignment a line: tuples stop the vectoriser)
-                    m = x0[ch]
-                    tap = zero
-                    v = x1[ch]
-                    take = _takes(v, m)
-                    m = v if take else m
-                    tap = one if take else tap
-                    v = x2[ch]
-                    take = _takes(v, m)
-                    m = v if take else m
-                    tap = two if take else tap
-                    v = x3[ch]
-                    tap = three if _takes(v, m) else tap
-                    gc = g[ch]
-                    d0[ch] = (d0[ch] if add else zero) + (gc if tap == zero else zero)
-                    d1[ch] = (d1[ch] if add else zero) + (gc if tap == one else zero)
-                    d2[ch] = (d2[ch] if add else zero) + (gc if tap == two else zero)
-                    d3[ch] = (d3[ch] if add else zero) + (gc if tap == three else zero)
-
-
-def _pool_geometry(x_shape, pool_size, strides, padding):
-    """(output shape, top, left) of a pooling."""
-    (oh, top, _), (ow, left, _) = _geometries(x_shape, pool_size, strides, (1, 1), padding)
-    return (x_shape[0], oh, ow, x_shape[3]), top, left
-
-
-def _max_pooled(x, pool_size, strides, padding):
-    shape, top, left = _pool_geometry(x.shape, pool_size, strides, padding)
-    y = np.empty(shape, x.dtype)
-    _in_threads(_max_pool, len(x), x, *pool_size, *strides, top, left, y)
-    return y, top, left
-
-
-def max_pool2d_forward(x, pool_size, strides, padding):
-    """Twin of ``reference.max_pool2d_forward``."""
-    return _max_pooled(np.ascontiguousarray(x), pool_size, strides, padding)[0]
-
-
-def max_pool2d_backward(dy, x, pool_size, strides, padding):
-    """Twin of ``reference.max_pool2d_backward``."""
-    shape, top, left = _pool_geometry(x.shape, pool_size, strides, padding)
-    if dy.shape != shape:
-        raise ValueError(f"max_pool2d_backward: dy has shape {dy.shape}, expected {shape}")
-    x, dy = np.ascontiguousarray(x), np.ascontiguousarray(dy)
-    if tuple(pool_size) == (2, 2) and padding == "valid":
-        apart = min(strides) >= 2  # the windows do not overlap: dx written once, not added to
-        dx = np.empty(x.shape, dy.dtype) if apart else np.zeros(x.shape, dy.dtype)
-        if apart:  # the rows and columns no window reaches
-            dx[:, (shape[1] - 1) * strides[0] + 2:] = 0
-            dx[:, :, (shape[2] - 1) * strides[1] + 2:] = 0
-            for a in (0, 1):  # and between windows, with strides > 2
-                for gap in range(2, strides[a]):
-                    dx[(slice(None),) * (1 + a) + (slice(gap, None, strides[a]),)] = 0
-        _in_threads(_max_pool_2x2_backward, len(x), x, dy, *strides, not apart, dx)
-        return dx
-    dx = np.zeros(x.shape, dy.dtype)
-    _in_threads(_max_pool_backward, len(x), x, dy, *pool_size, *strides, top, left, dx)
-    return dx
-
-
-@njit
-def _average_pool(x, ph, pw, sh, sw, top, left, y, s0, s1):
-    """y = each window's mean over its in-image inputs."""
-    _, h, w, c = x.shape
-    _, oh, ow, _ = y.shape
-    for s in range(s0, s1):
-        for i in range(oh):
-            for j in range(ow):
-                r0, r1, q0, q1 = _window(i, j, ph, pw, sh, sw, top, left, h, w)
-                for ch in range(c):
-                    y[s, i, j, ch] = 0
-                for r in range(r0, r1):
-                    for q in range(q0, q1):
-                        for ch in range(c):
-                            y[s, i, j, ch] += x[s, r, q, ch]
-                scale = y.dtype.type(1.0 / ((r1 - r0) * (q1 - q0)))
-                for ch in range(c):
-                    y[s, i, j, ch] *= scale
-
-
-@njit
-def _average_pool_backward(dy, ph, pw, sh, sw, top, left, dx, s0, s1):
-    """Each window's dy, divided by its count, to each input it averaged (dx starts at 0)."""
-    _, h, w, c = dx.shape
-    _, oh, ow, _ = dy.shape
-    for s in range(s0, s1):
-        for i in range(oh):
-            for j in range(ow):
-                r0, r1, q0, q1 = _window(i, j, ph, pw, sh, sw, top, left, h, w)
-                scale = dx.dtype.type(1.0 / ((r1 - r0) * (q1 - q0)))
-                for r in range(r0, r1):
-                    for q in range(q0, q1):
-                        for ch in range(c):
-                            dx[s, r, q, ch] += dy[s, i, j, ch] * scale
-
-
-def average_pool2d_forward(x, pool_size, strides, padding):
-    """Twin of ``reference.average_pool2d_forward``."""
-    shape, top, left = _pool_geometry(x.shape, pool_size, strides, padding)
-    y = np.empty(shape, x.dtype)
-    _in_threads(_average_pool, len(x), np.ascontiguousarray(x), *pool_size, *strides, top,
-                left, y)
-    return y
-
-
-def average_pool2d_backward(dy, x_shape, pool_size, strides, padding):
-    """Twin of ``reference.average_pool2d_backward``."""
-    shape, top, left = _pool_geometry(tuple(x_shape), pool_size, strides, padding)
-    if dy.shape != shape:
-        raise ValueError(f"average_pool2d_backward: dy has shape {dy.shape}, expected {shape}")
-    dx = np.zeros(tuple(x_shape), dy.dtype)
-    _in_threads(_average_pool_backward, len(dy), np.ascontiguousarray(dy), *pool_size,
-                *strides, top, left, dx)
-    return dx
-
-
-def _whole(x_shape):
-    """A window over the whole image: global pooling is pooling with one window."""
-    return tuple(x_shape[1:3])
-
-
-def global_max_pool2d_forward(x):
-    """Twin of ``reference.global_max_pool2d_forward``."""
-    return max_pool2d_forward(x, _whole(x.shape), _whole(x.shape), "valid").reshape(
-        len(x), x.shape[3])
-
-
-def global_max_pool2d_backward(dy, x):
-    """Twin of ``reference.global_max_pool2d_backward``."""
-    return max_pool2d_backward(dy.reshape(len(dy), 1, 1, -1), x, _whole(x.shape),
-                               _whole(x.shape), "valid")
-
-
-def global_average_pool2d_forward(x):
-    """Twin of ``reference.global_average_pool2d_forward``."""
-    return average_pool2d_forward(x, _whole(x.shape), _whole(x.shape), "valid").reshape(
-        len(x), x.shape[3])
-
-
-def global_average_pool2d_backward(dy, x_shape):
-    """Twin of ``reference.global_average_pool2d_backward``."""
-    return average_pool2d_backward(dy.reshape(len(dy), 1, 1, -1), x_shape, _whole(x_shape),
-                                   _whole(x_shape), "valid")

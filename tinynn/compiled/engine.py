@@ -318,7 +318,7 @@ def _training_pool() -> ThreadPoolExecutor:
 
 def _pool() -> ThreadPoolExecutor:
     """The threads that share predict's rows, and a step-by-step layer's samples
-    (``conv.py``)."""
+    (``sharing.py``)."""
     return _pools(os.getpid(), "tinynn", _cores())
 
 

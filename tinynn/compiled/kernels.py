@@ -29,16 +29,8 @@ from __future__ import annotations
 import numpy as np
 
 from tinynn.compiled.conv import (  # noqa: F401 (the convolution's twins, by their names)
-    average_pool2d_backward,
-    average_pool2d_forward,
     conv2d_backward,
     conv2d_forward,
-    global_average_pool2d_backward,
-    global_average_pool2d_forward,
-    global_max_pool2d_backward,
-    global_max_pool2d_forward,
-    max_pool2d_backward,
-    max_pool2d_forward,
 )
 from tinynn.compiled.jit import njit
 from tinynn.compiled.loops import (
@@ -64,6 +56,16 @@ from tinynn.compiled.loops import (
     _weight_grads,
     _weight_grads_blas,
     uses_blas,
+)
+from tinynn.compiled.pooling import (  # noqa: F401 (the poolings' twins, by their names)
+    average_pool2d_backward,
+    average_pool2d_forward,
+    global_average_pool2d_backward,
+    global_average_pool2d_forward,
+    global_max_pool2d_backward,
+    global_max_pool2d_forward,
+    max_pool2d_backward,
+    max_pool2d_forward,
 )
 from tinynn.compiled.table import (
     CODES,
