@@ -158,21 +158,17 @@ def _conv_direct_backward(x, a, da, code, kh, kw, sh, sw, dh, dw, top, left, dz,
 # ---------------------------------------------------------------- the twins
 
 
-@njit
 def _bias_activate_rows(z, b, a, code, s0, s1):
-    """z += b, then a = f(z) (``loops._activate``), sample by sample of [s0, s1) while its
-    rows are in cache (z, a: (n, rows per sample, f))."""
-    for s in range(s0, s1):
-        rows = z[s]
-        for r in range(rows.shape[0]):
-            row = rows[r]
-            for k in range(row.shape[0]):
-                row[k] += b[k]
-        _activate(rows, a[s], code, 0.0)
+    """z += b, then a = f(z) (``loops._activate``), for samples [s0, s1) (z, a: (n, rows
+    per sample, f)). Plain Python around a NumPy add and a kernel the Dense twins compile
+    anyway (both release the GIL): one kernel fewer to compile on a first run."""
+    rows, f = z[s0:s1].reshape(-1, z.shape[2]), z.shape[2]
+    rows += b
+    _activate(rows, a[s0:s1].reshape(-1, f), code, 0.0)
 
 
-@njit
 def _activate_backward_rows(da, a, code, dz, s0, s1):
+    """dz = f'(z) ⊙ da for samples [s0, s1) (``loops._activate_backward``), as above."""
     f = a.shape[2]
     _activate_backward(da[s0:s1].reshape(-1, f), a[s0:s1].reshape(-1, f), code, 0.0,
                        dz[s0:s1].reshape(-1, f))
