@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Repository files the site's pages link to, published at the same paths.
 PUBLISHED = ["examples/figures/*", "benchmarks/results/*.png", "tests/test_failure_*.py",
              "tests/test_datasets.py", "tests/test_contracts.py", "tests/test_saving_faults.py",
-             "tests/test_interrupt.py", "tests/test_overflow.py"]
+             "tests/test_interrupt.py", "tests/test_overflow.py", "tests/test_backup.py",
+             "tests/test_backup_killed.py"]
 
 
 def readme_as_home_page(text: str) -> str:

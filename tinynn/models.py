@@ -24,7 +24,6 @@ from tinynn.backend import kernels
 from tinynn.callbacks import Callback, CallbackList, History, ProgbarLogger, progress
 from tinynn.layers import InputLayer, Layer, call_forward, check_weight, takes, unique_name
 from tinynn.training import NonFiniteWarning, NotCompiledError
-from tinynn.utils import generator
 
 __all__ = ["NonFiniteWarning", "NotCompiledError", "Sequential", "load_model"]
 
@@ -63,6 +62,7 @@ class Sequential:
         self.loss: losses.Loss | None = None
         self.metrics: list[str] = []
         self.stop_training = False
+        self.fit_place: training.Place | None = None  # where the last fit is (or was)
         for layer in layers or []:
             self.add(layer)
 
@@ -260,25 +260,34 @@ class Sequential:
         x, y, val = data.training_data(self, x, y, validation_split, validation_data)
         batch_size = min(batch_size, len(x))  # one batch holds all: buffers sized by data
         with training.one_at_a_time(self, "fit"):
+            self.optimizer.check_variables(self.weights)  # before any callback runs
+            history = History()
+            steps = math.ceil(len(x) / batch_size)
+            bar = ProgbarLogger(verbose, steps, epochs) if verbose else None
+            hooks = CallbackList(training.call_order(history, callbacks, bar), self)
+            # Compiled steps run in calls of many, unless a callback wants every batch.
+            calls = training.Calls(every_batch=any(map(training.wants_batches, hooks.callbacks)),
+                                   period=training.call_period(hooks.callbacks))
+            self.fit_place = place = training.Place(steps, training.RunningMeans(self.metrics),
+                                                    hooks.callbacks)
+            self.stop_training, history.stopped_early = False, None
+            hooks.call("on_train_begin")  # (a BackupAndRestore may move ``place`` to its backup's)
             runner = training.runner_for(self)
             prepared = runner.prepare(x, y)
-            history = History()
-            bar = ProgbarLogger(verbose, math.ceil(len(x) / batch_size), epochs) if verbose \
-                else None
-            hooks = CallbackList([history, *callbacks, *([bar] if bar else [])], self)
-            # Compiled steps run in calls of many, unless a callback wants every batch.
-            calls = training.Calls(every_batch=any(map(training.wants_batches, hooks.callbacks)))
-            self.stop_training, history.stopped_early = False, None
-            hooks.call("on_train_begin")
             try:
-                for epoch in range(epochs):
-                    hooks.call("on_epoch_begin", epoch)
-                    order = generator().permutation(len(x)) if shuffle else np.arange(len(x))
+                while place.epoch < epochs:
+                    epoch = place.epoch
+                    if place.step == 0:
+                        hooks.call("on_epoch_begin", epoch)
+                    elif bar:  # resumed within the epoch: the rest ran before the backup
+                        bar.on_epoch_begin(epoch)
+                    order = place.order(len(x), shuffle)
                     logs, history.stopped_early = training.train_epoch(
-                        self, runner, prepared, order, batch_size, calls, hooks, epoch, verbose)
+                        self, runner, prepared, order, batch_size, calls, hooks, place, verbose)
                     if val is not None and not history.stopped_early:
                         val_logs = training.evaluate(self, *val, batch_size)
                         logs.update({f"val_{k}": v for k, v in val_logs.items()})
+                    place.next_epoch()
                     if logs:
                         hooks.call("on_epoch_end", epoch, logs)
                     if history.stopped_early or self.stop_training:

@@ -20,7 +20,9 @@ warning that reports it), and whether a callback wants to hear about every batch
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
+import math
 import threading
 import time
 import warnings
@@ -29,7 +31,8 @@ import numpy as np
 
 from tinynn import backend
 from tinynn.backend import kernels
-from tinynn.callbacks import Callback, ProgbarLogger
+from tinynn.callbacks import BackupAndRestore, Callback, ProgbarLogger
+from tinynn.utils import generator
 
 #: fit runs compiled steps in calls of about this many seconds. Between two calls come
 #: the progress bar, the snapshot that a broken step rolls back to, and a chance to stop
@@ -51,9 +54,20 @@ class Calls:
     call cannot make the next one very long). The split does not change the result: the
     steps compute the same, and the runners continue the epoch's loss sum step by step."""
 
-    def __init__(self, every_batch: bool):
+    def __init__(self, every_batch: bool, period: int = 0):
         self.every_batch = every_batch
+        self.period = period  # calls end at every period-th step of the fit (0: anywhere)
         self.size = 1 if every_batch else FIRST_CALL
+
+    def last(self, first: int, place: Place) -> int:
+        """Where a call that starts at step ``first`` of ``place``'s epoch ends (exclusive):
+        after ``size`` steps, at the epoch's end, or at the next multiple of ``period``
+        counted in steps from the fit's first (where a backup is due)."""
+        last = min(first + self.size, place.steps)
+        if self.period:
+            done = place.epoch * place.steps + first
+            last = min(last, first + self.period - done % self.period)
+        return last
 
     def took(self, steps: int, seconds: float, snapshot_seconds: float = 0.0) -> None:
         """A call of ``steps`` steps took ``seconds``, after a snapshot of
@@ -72,6 +86,53 @@ class Fault(enum.IntEnum):
     LOSS = 1  # a step's loss was NaN or infinite; it was not applied
     WEIGHTS = 2  # a step's update made a weight or optimizer state NaN or infinite; undone
     ABORTED = 3  # a partner thread of a compiled step never came (its error is raised)
+
+
+@dataclasses.dataclass
+class Place:
+    """Where a ``fit`` is: what a backup must hold to go on from it exactly
+    (``callbacks.BackupAndRestore``). ``fit`` keeps it up to date in ``model.fit_place``.
+
+    Attributes:
+        steps: steps in an epoch.
+        epoch: the epoch running (0-based).
+        step: steps of it done.
+        rng: the generator's state before this epoch's shuffle (None between epochs).
+        totals: the epoch's running sums (loss, right answers, samples).
+        callbacks: the fit's callbacks, in the order they are called.
+    """
+
+    steps: int
+    totals: RunningMeans
+    callbacks: list = dataclasses.field(default_factory=list)
+    epoch: int = 0
+    step: int = 0
+    rng: dict | None = None
+
+    def order(self, n: int, shuffle: bool) -> np.ndarray:
+        """This epoch's order of the n samples: a fresh permutation when shuffling. The
+        generator's state before it is kept, so that a backup can draw it again."""
+        self.rng = generator().bit_generator.state
+        return generator().permutation(n) if shuffle else np.arange(n)
+
+    def next_epoch(self) -> None:
+        self.epoch, self.step, self.rng = self.epoch + 1, 0, None
+        self.totals = RunningMeans(self.totals.metrics)
+
+
+def call_order(history, callbacks: list, bar) -> list:
+    """The fit's callbacks in the order they are called: the History first, the progress
+    bar last, and backups after the others, so that a backup holds what the others did
+    in the same hook (an EarlyStopping's wait after this epoch)."""
+    backups = [hook for hook in callbacks if isinstance(hook, BackupAndRestore)]
+    others = [hook for hook in callbacks if not isinstance(hook, BackupAndRestore)]
+    return [history, *others, *backups, *([bar] if bar else [])]
+
+
+def call_period(hooks) -> int:
+    """The steps between the calls' ends that callbacks need (``Callback.batch_interval``):
+    the greatest common divisor of theirs, 0 if none needs any."""
+    return math.gcd(*[hook.batch_interval or 0 for hook in hooks])
 
 
 class StepRunner:
@@ -136,17 +197,17 @@ def forward_all(model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool] | N
 
 
 def train_epoch(model, runner, data, order, batch_size: int, calls: Calls, hooks,
-                epoch: int, verbose: int) -> tuple[dict, dict | None]:
-    """One epoch of ``fit``: the steps in calls sized by ``calls``, the batch hooks after each.
+                place: Place, verbose: int) -> tuple[dict, dict | None]:
+    """The rest of ``place``'s epoch of ``fit``: the steps in calls sized by ``calls``, the
+    batch hooks after each, ``place`` kept up to date.
 
     Returns the epoch's running means and, if a step broke, where (see
     ``report_fault``); the model then holds the weights from before that step.
     """
-    steps = -(-len(order) // batch_size)
-    totals = RunningMeans(model.metrics)
-    first = 0
-    while first < steps:
-        last = min(first + calls.size, steps)
+    totals = place.totals
+    first = place.step
+    while first < place.steps:
+        last = calls.last(first, place)
         started = time.perf_counter()
         saved = snapshot(model)  # so that a step that breaks the weights can be undone
         copied = time.perf_counter()
@@ -167,7 +228,8 @@ def train_epoch(model, runner, data, order, batch_size: int, calls: Calls, hooks
                                                            totals.loss_sum)
         totals.resume(loss_sum, correct, seen)
         if fault:
-            return totals.logs(), report_fault(epoch, stop, Fault(fault), verbose)
+            return totals.logs(), report_fault(place.epoch, stop, Fault(fault), verbose)
+        place.step = last
         hooks.call("on_train_batch_end", last - 1, totals.logs())
         if model.stop_training:
             break
@@ -372,7 +434,8 @@ def correct_count(y_pred: np.ndarray, y: np.ndarray) -> int:
 
 
 def wants_batches(hook: Callback) -> bool:
-    """Whether a callback does something per batch (beyond tinynn's own progress bar)."""
-    if isinstance(hook, ProgbarLogger):
+    """Whether a callback does something after every batch (beyond tinynn's own progress
+    bar, and callbacks that say every how many batches: ``Callback.batch_interval``)."""
+    if isinstance(hook, ProgbarLogger) or hook.batch_interval:
         return False
     return type(hook).on_train_batch_end is not Callback.on_train_batch_end

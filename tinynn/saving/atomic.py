@@ -5,7 +5,7 @@ target (through a symlink: beside its target), is flushed to disk and renamed
 over the target, so a crash leaves the old file intact. The new file gets the
 mode of the file it replaces, or the umask's default mode. Temporary files
 left by a writer killed mid-write are removed by the next write of the same
-target (see ``_remove_stale_temporaries``). A full disk (or a file-size limit)
+target (see ``remove_stale_temporaries``). A full disk (or a file-size limit)
 is an ``OSError`` of the same errno that names the file and says what
 happened; the temporary is removed and the old file stays as it was.
 """
@@ -67,7 +67,7 @@ def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], None],
 
 def _write_and_rename(target: Path, write: Callable[[BinaryIO], None]) -> None:
     """The write itself; whatever fails, the temporary is gone afterwards."""
-    _remove_stale_temporaries(target)
+    remove_stale_temporaries(target)
     try:
         mode = stat.S_IMODE(os.stat(target).st_mode)  # keep the replaced file's mode
     except FileNotFoundError:
@@ -94,12 +94,12 @@ def _temporary_pattern(target: Path) -> re.Pattern:
     return re.compile(rf"\.{name}\.(?:(?P<pid>\d+)\.[0-9a-f]{{16}}|[a-z0-9_]{{8}})\.tmp")
 
 
-def _remove_stale_temporaries(target: Path) -> None:
+def remove_stale_temporaries(target: Path, min_age: float = STALE_SECONDS) -> None:
     """Remove temporaries of ``target`` left by writers that were killed mid-save.
 
     A temporary is stale when its writer's process is gone (no PID in the name:
-    written by an older tinynn) *and* it has not been written to for
-    ``STALE_SECONDS``. Both, because either alone can be wrong: on a shared
+    written by an older tinynn) *and* it has not been written to for ``min_age``
+    seconds (``STALE_SECONDS`` by default). Both, because either alone can be wrong: on a shared
     network directory a live writer on another machine has a PID unknown here
     (but its file keeps changing), and a local writer may pause longer than a
     minute (but its PID is alive).
@@ -117,7 +117,7 @@ def _remove_stale_temporaries(target: Path) -> None:
         candidate = target.parent / name
         with contextlib.suppress(OSError):  # gone already, or not ours to remove
             info = os.lstat(candidate)
-            if stat.S_ISREG(info.st_mode) and now - info.st_mtime > STALE_SECONDS:
+            if stat.S_ISREG(info.st_mode) and now - info.st_mtime >= min_age:
                 os.remove(candidate)
 
 

@@ -66,13 +66,25 @@ def save_model(model, path: str | os.PathLike, overwrite: bool = True) -> None:
             ``path``; the previous file is unchanged.
     """
     overwrite = validation.boolean(overwrite, "overwrite")
+    config, arrays = model_content(model, "save")
+    write(path, config, arrays, overwrite, "save")
+
+
+def model_content(model, caller: str) -> tuple[dict, dict[str, np.ndarray]]:
+    """What a model file holds: its config (JSON-able) and its arrays by member name.
+
+    Raises:
+        ValueError: the model is not built, or its file could not be loaded back;
+            the message starts with ``caller``.
+    """
+    prefix = f"{caller}: "
     if not model.built:
-        raise ValueError("save: the model is not built yet (no weights to save)")
+        raise ValueError(f"{prefix}the model is not built yet (no weights to save)")
     if len(model.leaf_layers) > MAX_LAYERS:
-        raise ValueError(f"save: a model file holds at most MAX_LAYERS={MAX_LAYERS} layers, "
+        raise ValueError(f"{prefix}a model file holds at most MAX_LAYERS={MAX_LAYERS} layers, "
                          f"the model has {len(model.leaf_layers)}")
     weights = model.weights
-    _check_arrays(weights, "weight", ValueError, "save: ")
+    _check_arrays(weights, "weight", ValueError, prefix)
     opt = model.optimizer
     config = {"format": FORMAT, "version": VERSION, "kind": "model", "name": model.name,
               # Nested models are written opened up: the same layers, weights and math.
@@ -84,10 +96,10 @@ def save_model(model, path: str | os.PathLike, overwrite: bool = True) -> None:
     arrays.update({f"state/{i}/{k}": a for i, layer in enumerate(model.leaf_layers)
                    for k, a in layer.state.items()})
     if opt is not None:
-        _check_iterations(opt.iterations, ValueError, "save: ")
+        _check_iterations(opt.iterations, ValueError, prefix)
         if opt.slots is not None:
             _check_slots(opt.slots, weights, opt.slot_names, nonnegative_slots(type(opt)),
-                         ValueError, "save: ")
+                         ValueError, prefix)
         config["compile"] = {
             "optimizer": {"class": type(opt).__name__, "config": opt.get_config(),
                           "iterations": int(opt.iterations),
@@ -97,7 +109,7 @@ def save_model(model, path: str | os.PathLike, overwrite: bool = True) -> None:
         }
         for i, slot in enumerate(opt.slots or []):
             arrays.update({f"optimizer/{i}/{k}": a for k, a in slot.items()})
-    _write(path, config, arrays, overwrite, "save")
+    return config, arrays
 
 
 def save_weights(model, path: str | os.PathLike, overwrite: bool = True) -> None:
@@ -111,12 +123,13 @@ def save_weights(model, path: str | os.PathLike, overwrite: bool = True) -> None
     _check_arrays(model.weights, "weight", ValueError, "save_weights: ")
     config = {"format": FORMAT, "version": VERSION, "kind": "weights",
               "shapes": [list(w.shape) for w in model.weights]}
-    _write(path, config, {f"weights/{i}": w for i, w in enumerate(model.weights)}, overwrite,
+    write(path, config, {f"weights/{i}": w for i, w in enumerate(model.weights)}, overwrite,
            "save_weights")
 
 
-def _write(path: str | os.PathLike, config: dict, arrays: dict[str, np.ndarray],
-           overwrite: bool, caller: str) -> None:
+def write(path: str | os.PathLike, config: dict, arrays: dict[str, np.ndarray],
+          overwrite: bool, caller: str) -> None:
+    """``config`` and ``arrays`` into the ``.npz`` file ``path``, atomically."""
     size = sum(a.nbytes for a in arrays.values())
     if size > MAX_BYTES:
         raise ValueError(f"{caller}: the model's arrays take {size:,} bytes, more than a file may "
@@ -176,7 +189,7 @@ def load_model(path: str | os.PathLike):
         FileNotFoundError, PermissionError: as ``open`` would.
         ModelFileError: anything else wrong with the file.
     """
-    with _reading(path, "model") as (archive, config):
+    with reading(path, "model") as (archive, config):
         specs = _model_layout(config)
         headers = archive.stored_weights()
         archive.check_budget()
@@ -204,7 +217,7 @@ def load_model(path: str | os.PathLike):
 
 def load_weights(model, path: str | os.PathLike) -> None:
     """Set the model's weights from a ``save_weights`` file; nothing changes if it does not fit."""
-    with _reading(path, "weights") as (archive, _):
+    with reading(path, "weights") as (archive, _):
         mine = model.weights
         stored = archive.stored_weights()
         if len(stored) != len(mine):
@@ -223,7 +236,7 @@ def load_weights(model, path: str | os.PathLike) -> None:
 
 
 @contextlib.contextmanager
-def _reading(path, kind: str) -> Iterator[tuple[Archive, dict]]:
+def reading(path, kind: str) -> Iterator[tuple[Archive, dict]]:
     """The open archive and its checked config; every failure inside names ``path``."""
     with _open_regular(path) as file:
         try:
