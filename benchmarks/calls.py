@@ -29,8 +29,9 @@ def epoch(model, runner, data, order, size: int | None) -> float:
     if size:
         calls.took = lambda *_: None  # keep the size
         calls.size = size
+    place = training.Place(-(-len(order) // 32), training.RunningMeans([]))
     start = time.perf_counter()
-    training.train_epoch(model, runner, data, order, 32, calls, CallbackList([], model), 0, 0)
+    training.train_epoch(model, runner, data, order, 32, calls, CallbackList([], model), place, 0)
     return time.perf_counter() - start
 
 

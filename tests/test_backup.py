@@ -152,6 +152,8 @@ def test_backups_end_compiled_calls_without_one_step_calls(monkeypatch):
     assert training.call_period([callbacks.BackupAndRestore("b", 6),
                                  callbacks.BackupAndRestore("c", 4), callbacks.History()]) == 2
     assert not training.wants_batches(callbacks.BackupAndRestore("b", 6))
+    assert not training.wants_batches(callbacks.BackupAndRestore("b", "epoch"))
+    assert training.call_period([callbacks.BackupAndRestore("b", "epoch")]) == 0
 
 
 def test_a_backup_is_kept_after_an_interruption_and_deleted_after_a_whole_fit(tmp_path):
@@ -277,3 +279,23 @@ def test_a_users_callback_state_is_backed_up_or_refused_by_name(tmp_path):
     with pytest.raises(TypeError, match=r"Counter.count holds object, which a backup cannot"):
         fit(make_model(), callbacks.BackupAndRestore(folder, 5), extra=[Counter(object())])
     assert not (folder / "backup.npz").exists()  # nothing written
+
+
+@pytest.mark.parametrize("save_freq", [10, "epoch"])
+def test_a_compiled_fit_with_backups_runs_many_steps_a_call(tmp_path, monkeypatch, save_freq):
+    from tinynn.compiled import engine
+
+    calls = []
+    run = engine.CompiledRunner.run
+    monkeypatch.setattr(engine.CompiledRunner, "run",
+                        lambda self, *args: calls.append(args[3:5]) or run(self, *args))
+    tinynn.set_backend("numba")
+    model = make_model()
+    model.fit(X, Y, batch_size=8, epochs=2, verbose=0,
+              callbacks=[callbacks.BackupAndRestore(tmp_path / "b", save_freq)])
+    assert model.optimizer.iterations == 2 * 38
+    assert len(calls) < 12  # not one step a call (76 calls)
+    if save_freq == 10:  # every 10th step of the fit ends a call
+        epochs = np.cumsum([first == 0 for first, _ in calls]) - 1
+        ends = {int(epoch) * 38 + last for epoch, (_, last) in zip(epochs, calls)}
+        assert set(range(10, 77, 10)) <= ends

@@ -436,6 +436,6 @@ def correct_count(y_pred: np.ndarray, y: np.ndarray) -> int:
 def wants_batches(hook: Callback) -> bool:
     """Whether a callback does something after every batch (beyond tinynn's own progress
     bar, and callbacks that say every how many batches: ``Callback.batch_interval``)."""
-    if isinstance(hook, ProgbarLogger) or hook.batch_interval:
+    if isinstance(hook, ProgbarLogger) or hook.batch_interval is not None:
         return False
     return type(hook).on_train_batch_end is not Callback.on_train_batch_end

@@ -64,7 +64,7 @@ class BackupAndRestore(Callback):
             save_freq = validation.positive_int(save_freq, "save_freq")
         self.backup_dir = Path(backup_dir)
         self.save_freq = save_freq
-        self.batch_interval = None if save_freq == "epoch" else save_freq
+        self.batch_interval = 0 if save_freq == "epoch" else save_freq
         self.double_checkpoint = validation.boolean(double_checkpoint, "double_checkpoint")
         self.delete_checkpoint = validation.boolean(delete_checkpoint, "delete_checkpoint")
 

@@ -17,10 +17,10 @@ class Callback:
             learned during a fit (EarlyStopping's ``wait`` and ``best``): a
             ``BackupAndRestore`` backs them up and puts them back. Their values are
             None, numbers, strings, lists and dicts of those, or lists of arrays.
-        batch_interval: None, or k when the callback acts after every k-th batch only
-            (counted from the fit's first): compiled steps then run many per call,
-            the calls ending at those batches (instead of one step per call, as for
-            a callback that overrides ``on_train_batch_end`` without saying this).
+        batch_interval: k when the callback acts after every k-th batch only (counted
+            from the fit's first), 0 when after none: compiled steps then run many per
+            call, the calls ending at those batches. None (the default): after every
+            batch if it overrides ``on_train_batch_end`` (one step per call), else none.
     """
 
     state_attributes: tuple[str, ...] = ()
