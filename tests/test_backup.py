@@ -204,7 +204,8 @@ def assert_refused(model, folder, error, match, **fit_options):
               (folder / "backup.npz").read_bytes(), tinynn.utils.generator().bit_generator.state)
     with pytest.raises(error, match=match):
         model.fit(X, Y, callbacks=[*steering(), callbacks.BackupAndRestore(folder, 5)],
-                  verbose=0, **{"batch_size": BATCH, "validation_split": 0.2, **fit_options})
+                  verbose=0, **{"batch_size": BATCH, "validation_split": 0.2, "epochs": 6,
+                                **fit_options})
     after = (model.get_weights(), model.optimizer.iterations,
              (folder / "backup.npz").read_bytes(), tinynn.utils.generator().bit_generator.state)
     for a, b in zip(before[0], after[0]):
@@ -230,8 +231,10 @@ def test_a_backup_of_another_batch_size_or_callbacks_is_refused(tmp_path):
                    batch_size=64)
     model = make_model()
     with pytest.raises(ValueError, match="callbacks .*'EarlyStopping'.*this one has"):
-        model.fit(X, Y, batch_size=BATCH, validation_split=0.2, verbose=0,
+        model.fit(X, Y, batch_size=BATCH, epochs=6, validation_split=0.2, verbose=0,
                   callbacks=[callbacks.BackupAndRestore(folder, 5)])
+    assert_refused(make_model(), folder, ValueError, "written in epoch 2, after step 2; this "
+                   "fit has 1 epochs", epochs=1)
 
 
 def test_a_damaged_backup_is_refused_naming_it(tmp_path):
@@ -276,9 +279,10 @@ def test_a_users_callback_state_is_backed_up_or_refused_by_name(tmp_path):
     counter = Counter()
     fit(make_model(), callbacks.BackupAndRestore(folder, 5), extra=[counter])
     assert counter.count == 5  # one epoch before the backup, four after
-    with pytest.raises(TypeError, match=r"Counter.count holds object, which a backup cannot"):
-        fit(make_model(), callbacks.BackupAndRestore(folder, 5), extra=[Counter(object())])
-    assert not (folder / "backup.npz").exists()  # nothing written
+    for bad in (object(), (1, 2), np.float32(0.5), {0: 1}, [np.zeros(3, np.int64)]):
+        with pytest.raises(TypeError, match=r"Counter.count holds .*(which a backup cannot|not float32)"):
+            fit(make_model(), callbacks.BackupAndRestore(folder, 5), extra=[Counter(bad)])
+        assert not (folder / "backup.npz").exists()  # nothing written
 
 
 @pytest.mark.parametrize("save_freq", [10, "epoch"])
@@ -299,3 +303,163 @@ def test_a_compiled_fit_with_backups_runs_many_steps_a_call(tmp_path, monkeypatc
         epochs = np.cumsum([first == 0 for first, _ in calls]) - 1
         ends = {int(epoch) * 38 + last for epoch, (_, last) in zip(epochs, calls)}
         assert set(range(10, 77, 10)) <= ends
+
+
+# ---------------------------------------------------------------- found by review
+
+
+class StopAt(callbacks.Callback):
+    """Stops the fit at the end of epoch ``epoch`` (as EarlyStopping would)."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            self.model.stop_training = True
+
+
+class DiesAtTheEnd(callbacks.Callback):
+    """Killed as the fit returns: after the last backup, before it is deleted."""
+
+    def on_train_end(self, logs=None):
+        raise KilledError
+
+
+@pytest.mark.parametrize("save_freq", ["epoch", 4])
+def test_a_fit_that_stopped_stays_stopped_when_started_again(tmp_path, save_freq):
+    folder = tmp_path / "backup"
+    reference = make_model()
+    history = fit(reference, callbacks.BackupAndRestore(tmp_path / "r", save_freq),
+                  extra=[StopAt(2)])
+    assert history.epoch == [0, 1, 2]
+    with pytest.raises(KilledError):
+        fit(make_model(), callbacks.BackupAndRestore(folder, save_freq),
+            extra=[StopAt(2), DiesAtTheEnd()])
+    assert (folder / "backup.npz").exists()
+    model = make_model(seed=9)
+    again = fit(model, callbacks.BackupAndRestore(folder, save_freq), extra=[StopAt(2)])
+    assert_same(state(model, again), state(reference, history))  # no epoch more
+    kept = callbacks.BackupAndRestore(folder, save_freq, delete_checkpoint=False)
+    model = make_model()
+    fit(model, kept, extra=[StopAt(2)])
+    fit(model, callbacks.BackupAndRestore(folder, save_freq), extra=[StopAt(2)])
+    assert model.optimizer.iterations == reference.optimizer.iterations  # re-run: nothing
+
+
+class Scale(layers.Layer):
+    """A user's layer: y = x · s, one s per feature."""
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.params["scale"] = np.ones(input_shape[-1], np.float32)
+        self.grads["scale"] = np.zeros(input_shape[-1], np.float32)
+
+    def forward(self, x, training=False):
+        self.x = x
+        return x * self.params["scale"]
+
+    def backward(self, dy):
+        self.grads["scale"][...] = (dy * self.x).sum(axis=0)
+        return dy * self.params["scale"]
+
+
+class SignDescent(tinynn.optimizers.Optimizer):
+    """A user's optimizer: w ← w − lr · sign(g)."""
+
+    def update_step(self, gradient, variable, slots):
+        variable -= np.float32(self.learning_rate) * np.sign(gradient)
+
+
+def test_a_model_of_a_users_layer_and_optimizer_resumes_bit_for_bit(backend, tmp_path):
+    def model_with_my_parts(seed):
+        tinynn.utils.set_random_seed(seed)
+        model = tinynn.Sequential([tinynn.Input(shape=(12,)), Scale(), layers.Dense(4)])
+        model.compile(SignDescent(0.01), "sparse_categorical_crossentropy")
+        return model
+
+    def run(model, extra=()):
+        return model.fit(X, Y, batch_size=BATCH, epochs=3, verbose=0,
+                         callbacks=[*extra, callbacks.BackupAndRestore(tmp_path / "b", 5)])
+
+    reference = model_with_my_parts(0)
+    run(reference)
+    with pytest.raises(KilledError):
+        run(model_with_my_parts(0), [KillAt(17)])
+    model = model_with_my_parts(4)
+    run(model)
+    for a, b in zip(model.get_weights(), reference.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def tamper(folder, change) -> None:
+    """Rewrite the backup's config JSON through ``change(config)``."""
+    import json
+
+    path = folder / "backup.npz"
+    with np.load(path) as stored:
+        members = {name: stored[name] for name in stored.files}
+    config = json.loads(str(members["config"]))
+    change(config)
+    members["config"] = np.array(json.dumps(config))
+    np.savez(path, **members)
+
+
+def callback_state(config, name):
+    return next(c["state"] for c in config["training"]["callbacks"] if c["class"] == name)
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda c: c["training"].update(epoch=10**12), "written in epoch 1000000000001"),
+    (lambda c: c["training"].update(step=-1), r"step=-1, not a count"),
+    (lambda c: c["training"].update(totals=[float("nan"), 0, 64]), "running sums"),
+    (lambda c: c["training"].update(totals=[1.0, 90, 64]), "running sums"),
+    (lambda c: c["training"].update(totals=[1.0, 9, 65]), "running sums"),
+    (lambda c: c["training"].update(rng={"state": 1}), "no valid generator state"),
+    (lambda c: c["training"].update(stop_training="no"), "stop_training='no'"),
+    (lambda c: c["training"].update(callbacks=[{"class": ["x"]}]), "callbacks"),
+    (lambda c: callback_state(c, "History")["epoch"].update(value=5), "History.epoch = '5'"),
+    (lambda c: callback_state(c, "EarlyStopping")["wait"].update(value="x"),
+     "EarlyStopping.wait = 'x', where the callback holds a int"),
+    (lambda c: callback_state(c, "EarlyStopping")["best"].update(value=[1]),
+     "EarlyStopping.best"),
+    (lambda c: callback_state(c, "EarlyStopping").update(best={"arrays": ["nowhere"]}),
+     "cannot read"),
+    (lambda c: c["compile"]["optimizer"]["config"].update(beta_1=0.5),
+     "optimizer settings"),
+    (lambda c: c["compile"]["optimizer"]["config"].update(learning_rate=-1.0),
+     "learning rate -1.0"),
+    (lambda c: c["layers"][1]["config"].update(seed=-3), "seed -3"),
+])
+def test_an_edited_backup_is_refused_and_nothing_changes(tmp_path, change, match):
+    folder = interrupted_backup(tmp_path)
+    tamper(folder, change)
+    assert_refused(make_model(), folder, ValueError, match)
+
+
+def test_a_backup_folder_that_cannot_be_is_refused_before_training(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    model = make_model()
+    for folder in (tmp_path / "file", tmp_path / "file" / "below"):
+        with pytest.raises(OSError, match="BackupAndRestore: .*backup_dir"):
+            fit(model, callbacks.BackupAndRestore(folder))
+        assert model.optimizer.iterations == 0
+
+
+def test_two_backups_in_one_fit_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="at most one BackupAndRestore, got 2"):
+        fit(make_model(), callbacks.BackupAndRestore(tmp_path / "a"),
+            extra=[callbacks.BackupAndRestore(tmp_path / "b")])
+
+
+def test_double_checkpoint_keeps_the_readable_backup_after_resuming_from_it(tmp_path):
+    folder = tmp_path / "backup"
+    double = dict(save_freq=5, double_checkpoint=True)
+    with pytest.raises(KilledError):
+        fit(make_model(), callbacks.BackupAndRestore(folder, **double), extra=[KillAt(23)])
+    (folder / "backup.npz").write_bytes(b"damaged")
+    good = (folder / "backup.previous.npz").read_bytes()
+    with pytest.raises(KilledError):  # resumes from the previous; killed after a new backup
+        fit(make_model(), callbacks.BackupAndRestore(folder, **double), extra=[KillAt(6)])
+    assert (folder / "backup.previous.npz").read_bytes() == good  # not the damaged one
+    assert (folder / "backup.npz").read_bytes()[:2] == b"PK"  # the new backup, whole

@@ -268,14 +268,16 @@ class Sequential:
             # Compiled steps run in calls of many, unless a callback wants every batch.
             calls = training.Calls(every_batch=any(map(training.wants_batches, hooks.callbacks)),
                                    period=training.call_period(hooks.callbacks))
-            self.fit_place = place = training.Place(steps, training.RunningMeans(self.metrics),
-                                                    hooks.callbacks)
+            self.fit_place = place = training.Place(
+                steps, training.RunningMeans(self.metrics), hooks.callbacks, epochs=epochs,
+                samples=len(x), batch_size=batch_size)
             self.stop_training, history.stopped_early = False, None
             hooks.call("on_train_begin")  # (a BackupAndRestore may move ``place`` to its backup's)
             runner = training.runner_for(self)
             prepared = runner.prepare(x, y)
             try:
-                while place.epoch < epochs:
+                # (A backup written as the fit stopped, at an epoch's end: nothing to run.)
+                while place.epoch < epochs and not (self.stop_training and place.step == 0):
                     epoch = place.epoch
                     if place.step == 0:
                         hooks.call("on_epoch_begin", epoch)
@@ -288,6 +290,7 @@ class Sequential:
                         val_logs = training.evaluate(self, *val, batch_size)
                         logs.update({f"val_{k}": v for k, v in val_logs.items()})
                     place.next_epoch()
+                    self.stop_training |= history.stopped_early is not None  # (TerminateOnNaN)
                     if logs:
                         hooks.call("on_epoch_end", epoch, logs)
                     if history.stopped_early or self.stop_training:

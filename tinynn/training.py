@@ -95,6 +95,7 @@ class Place:
 
     Attributes:
         steps: steps in an epoch.
+        epochs, samples, batch_size: the fit's.
         epoch: the epoch running (0-based).
         step: steps of it done.
         rng: the generator's state before this epoch's shuffle (None between epochs).
@@ -105,6 +106,9 @@ class Place:
     steps: int
     totals: RunningMeans
     callbacks: list = dataclasses.field(default_factory=list)
+    epochs: int = 1
+    samples: int = 0
+    batch_size: int = 1
     epoch: int = 0
     step: int = 0
     rng: dict | None = None
@@ -125,6 +129,8 @@ def call_order(history, callbacks: list, bar) -> list:
     bar last, and backups after the others, so that a backup holds what the others did
     in the same hook (an EarlyStopping's wait after this epoch)."""
     backups = [hook for hook in callbacks if isinstance(hook, BackupAndRestore)]
+    if len(backups) > 1:  # (if one refused its backup, the other's would stay restored)
+        raise ValueError(f"callbacks: at most one BackupAndRestore, got {len(backups)}")
     others = [hook for hook in callbacks if not isinstance(hook, BackupAndRestore)]
     return [history, *others, *backups, *([bar] if bar else [])]
 
@@ -206,7 +212,7 @@ def train_epoch(model, runner, data, order, batch_size: int, calls: Calls, hooks
     """
     totals = place.totals
     first = place.step
-    while first < place.steps:
+    while first < place.steps and not model.stop_training:
         last = calls.last(first, place)
         started = time.perf_counter()
         saved = snapshot(model)  # so that a step that breaks the weights can be undone
@@ -231,8 +237,6 @@ def train_epoch(model, runner, data, order, batch_size: int, calls: Calls, hooks
             return totals.logs(), report_fault(place.epoch, stop, Fault(fault), verbose)
         place.step = last
         hooks.call("on_train_batch_end", last - 1, totals.logs())
-        if model.stop_training:
-            break
         first = last
     return totals.logs(), None
 

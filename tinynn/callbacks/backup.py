@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 
+from tinynn.callbacks.backup_state import (
+    BackupMismatchError,
+    check_place,
+    check_rng,
+    check_same_model,
+    decode_states,
+    encode,
+    keeping_state,
+    seeds,
+)
 from tinynn.callbacks.base import Callback
 
 
@@ -26,8 +36,11 @@ class BackupAndRestore(Callback):
     epoch does not call ``on_epoch_begin`` for that epoch again: the backup holds what
     it did (a LearningRateScheduler's rate).
 
-    The call must be the same: the same model, data, batch_size and callbacks, in the
-    same order. A backup that does not fit is an error, and nothing changes.
+    The call must be the same: the same model, data, batch_size and callbacks (those
+    with a state, in the same order), and no fewer epochs. A backup that does not fit
+    is an error, and nothing changes. A backup written as the fit stopped (EarlyStopping)
+    says so: the fit started again stops too. Not backed up: draws a callback of yours
+    makes from ``tinynn.utils.generator()`` within an epoch.
 
     Args:
         backup_dir: the folder of the backup (made when the first backup is written).
@@ -81,7 +94,9 @@ class BackupAndRestore(Callback):
     # ------------------------------------------------------------ the hooks
 
     def on_train_begin(self, logs: dict | None = None) -> None:
+        self._make_folder()
         found = self._read()
+        self._latest_whole = found is None or found[0] == self.path
         if found is not None:
             self._restore(*found)
 
@@ -100,40 +115,63 @@ class BackupAndRestore(Callback):
             return
         from tinynn.saving.atomic import remove_stale_temporaries
 
-        for path in (self.path, self.previous):
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(path)
-            remove_stale_temporaries(path, min_age=0.0)  # of writes killed mid-backup
+        try:
+            for path in (self.path, self.previous):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
+                remove_stale_temporaries(path, min_age=0.0)  # of writes killed mid-backup
+        except OSError as e:  # the fit did finish: say so, do not fail it
+            warnings.warn(f"BackupAndRestore: could not delete the backup in "
+                          f"{os.fspath(self.backup_dir)!r}: {e}", RuntimeWarning, stacklevel=2)
         with contextlib.suppress(OSError):  # (a folder that holds other files stays)
             self.backup_dir.rmdir()
 
     # ------------------------------------------------------------ writing
 
+    def _make_folder(self) -> None:
+        """``backup_dir``, made if missing: a folder that cannot be is an error now, not
+        after the first epoch."""
+        where = os.fspath(self.backup_dir)
+        if self.backup_dir.exists() and not self.backup_dir.is_dir():
+            raise NotADirectoryError(f"BackupAndRestore: backup_dir {where!r} is not a folder")
+        try:
+            self.backup_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OSError(e.errno, f"BackupAndRestore: cannot make backup_dir {where!r}: "
+                                   f"{e.strerror}") from e
+        if not os.access(self.backup_dir, os.W_OK | os.X_OK):
+            raise PermissionError(f"BackupAndRestore: backup_dir {where!r} is not writable")
+
     def _write(self) -> None:
         from tinynn.saving.backup import write_backup
         from tinynn.utils import generator
 
-        place = self.model.fit_place
+        model, place = self.model, self.model.fit_place
         arrays: dict[str, np.ndarray] = {}
         states = [{"class": type(hook).__name__,
-                   "state": {name: _encode(getattr(hook, name), f"{i}/{name}", arrays, hook)
+                   "state": {name: encode(getattr(hook, name), f"{i}/{name}", arrays, hook)
                              for name in hook.state_attributes}}
-                  for i, hook in enumerate(_keeping_state(place.callbacks))]
+                  for i, hook in enumerate(keeping_state(place.callbacks))]
         totals = place.totals
         training = {"epoch": place.epoch, "step": place.step, "steps": place.steps,
                     "rng": place.rng if place.rng is not None else
                     generator().bit_generator.state,
                     "totals": [float(totals.loss_sum), int(totals.correct), int(totals.seen)],
-                    "callbacks": states}
-        self.backup_dir.mkdir(parents=True, exist_ok=True)
+                    "stop_training": bool(model.stop_training), "callbacks": states}
+        self._make_folder()
         if self.double_checkpoint and self.path.exists():
-            os.replace(self.path, self.previous)  # a kill now: the previous one is read
-        write_backup(self.model, self.path, training, arrays)
+            if self._latest_whole:
+                os.replace(self.path, self.previous)  # a kill now: the previous one is read
+            else:  # the latest could not be read: keep the previous one, which could
+                os.remove(self.path)
+        write_backup(model, self.path, training, arrays)
+        self._latest_whole = True
 
     # ------------------------------------------------------------ restoring
 
     def _read(self) -> tuple | None:
-        """(the backed-up model, training object, arrays) of the latest readable backup."""
+        """(its path, what it holds: ``saving.backup.read_backup``) of the latest backup
+        that reads, or None when there is none."""
         from tinynn.saving import ModelFileError
         from tinynn.saving.backup import read_backup
 
@@ -142,7 +180,7 @@ class BackupAndRestore(Callback):
             if not path.exists():
                 continue
             try:
-                return read_backup(path)
+                return path, read_backup(path, self.model)
             except ModelFileError as e:
                 if path == self.path and self.double_checkpoint and self.previous.exists():
                     continue
@@ -150,142 +188,37 @@ class BackupAndRestore(Callback):
                                      f"start") from None
         return None
 
-    def _restore(self, saved, training: dict, arrays: dict) -> None:
-        """Put the model, the generator, the callbacks and fit's place back as ``saved``
-        and ``training`` say; everything is checked before anything changes."""
+    def _restore(self, path: Path, backup: dict) -> None:
+        """Put the model, the generator, the callbacks and fit's place back as the backup
+        says; everything is checked before anything changes."""
         from tinynn import training as fit_steps
         from tinynn.utils import generator
 
-        model, place = self.model, self.model.fit_place
-        _check_same_model(model, saved, self.path)
-        where = _checked_place(training, place, self.path)
-        rng = _checked_rng(training.get("rng"), self.path)
-        hooks = _keeping_state(place.callbacks)
-        states = _checked_states(training.get("callbacks"), hooks, arrays, self.path)
+        model, place, config = self.model, self.model.fit_place, backup["config"]
+        check_same_model(model, config, path)
+        if not backup["fits"]:
+            raise BackupMismatchError(path, "holds weights or optimizer slots of other "
+                                            "shapes, dtypes or names than this model's")
+        layer_seeds = seeds(config, path)
+        where = check_place(backup["training"], place, path)
+        rng = check_rng(backup["training"].get("rng"), path)
+        hooks = keeping_state(place.callbacks)
+        states = decode_states(backup["training"].get("callbacks"), hooks, backup["arrays"],
+                               model, path)
         opt = model.optimizer
         if opt.slots is None:
             opt.build(model.weights)  # (as fit would), to be filled in place
-        slots = saved.optimizer.slots if saved.optimizer.slots is not None else opt.slots
-        fit_steps.restore(model, (saved.weights, slots, saved.optimizer.iterations,
-                                  [layer.state for layer in saved.leaf_layers]))
-        opt.learning_rate = saved.optimizer.learning_rate
-        for layer, theirs in zip(model.leaf_layers, saved.leaf_layers):
-            if hasattr(theirs, "seed"):
-                layer.seed = theirs.seed
+        slots = backup["slots"] if backup["slots"] is not None else opt.slots
+        fit_steps.restore(model, (backup["weights"], slots, backup["iterations"],
+                                  backup["states"]))
+        opt.learning_rate = config["compile"]["optimizer"]["config"]["learning_rate"]
+        for layer, seed in zip(model.leaf_layers, layer_seeds):
+            if seed is not None:
+                layer.seed = seed
         for hook, state in zip(hooks, states):
             for name, value in state.items():
                 setattr(hook, name, value)
         generator().bit_generator.state = rng
+        model.stop_training = where["stop_training"]
         place.epoch, place.step, place.rng = where["epoch"], where["step"], rng
         place.totals.loss_sum, place.totals.correct, place.totals.seen = where["totals"]
-
-
-def _keeping_state(hooks: list) -> list:
-    """The callbacks with a state to back up (others may come and go between runs)."""
-    return [hook for hook in hooks if hook.state_attributes]
-
-
-def _encode(value, name: str, arrays: dict, hook) -> dict:
-    """A callback's attribute as JSON: arrays go to ``arrays`` under ``name``."""
-    if isinstance(value, (list, tuple)) and value and all(
-            isinstance(a, np.ndarray) for a in value):
-        names = [f"{name}/{j}" for j in range(len(value))]
-        arrays.update(zip(names, value))
-        return {"arrays": names}
-    try:
-        json.dumps(value, default=_plain)
-    except (TypeError, ValueError):
-        raise TypeError(f"BackupAndRestore: {type(hook).__name__}.{name.split('/')[1]} holds "
-                        f"{type(value).__name__}, which a backup cannot hold (None, numbers, "
-                        f"strings, lists and dicts of those, or a list of arrays)") from None
-    return {"value": json.loads(json.dumps(value, default=_plain))}
-
-
-def _plain(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(type(value).__name__)
-
-
-def _problem(path: Path, what: str) -> ValueError:
-    return ValueError(f"BackupAndRestore: the backup {os.fspath(path)!r} {what}; resume with "
-                      f"the same model, data, batch_size and callbacks, or delete it to train "
-                      f"from the start")
-
-
-def _check_same_model(model, saved, path: Path) -> None:
-    def layout(m) -> list:  # not the names (they count the layers made in this process),
-        # nor Dropout's seeds (drawn when a layer is made: the backup's are put back)
-        return [(type(layer).__name__, {k: v for k, v in layer.get_config().items()
-                                        if k not in ("name", "seed")}) for layer in m.leaf_layers]
-
-    if layout(model) != layout(saved):
-        raise _problem(path, "holds other layers than this model's")
-    if [(w.shape, w.dtype) for w in model.weights] != [(w.shape, w.dtype) for w in saved.weights]:
-        raise _problem(path, "holds weights of other shapes or dtypes than this model's")
-    for part in ("optimizer", "loss"):
-        mine, theirs = getattr(model, part), getattr(saved, part)
-        if type(mine) is not type(theirs):
-            raise _problem(path, f"was written with the {part} {type(theirs).__name__}, this "
-                                 f"model has {type(mine).__name__}")
-    if model.loss.get_config() != saved.loss.get_config() or model.metrics != saved.metrics:
-        raise _problem(path, "was written with other loss settings or metrics")
-
-
-def _checked_place(training: dict, place, path: Path) -> dict:
-    def count(key: str, high: int | None = None) -> int:
-        value = training.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0 or (
-                high is not None and value > high):
-            raise _problem(path, f"holds {key}={value!r}")
-        return value
-
-    if count("steps") != place.steps:
-        raise _problem(path, f"was written by a fit of {training['steps']} steps an epoch; "
-                             f"this one has {place.steps} (another batch_size or data)")
-    totals = training.get("totals")
-    if not (isinstance(totals, list) and len(totals) == 3 and isinstance(totals[0], float)
-            and all(isinstance(t, int) and not isinstance(t, bool) and t >= 0
-                    for t in totals[1:])):
-        raise _problem(path, f"holds totals={totals!r}")
-    return {"epoch": count("epoch"), "step": count("step", place.steps), "totals": totals}
-
-
-def _checked_rng(state, path: Path) -> dict:
-    """The generator state, tried on a generator of its own first."""
-    from tinynn.utils import generator
-
-    trial = type(generator().bit_generator)()
-    try:
-        trial.state = state
-    except (TypeError, ValueError, KeyError, OverflowError):
-        raise _problem(path, "holds no valid generator state") from None
-    return state
-
-
-def _checked_states(states, hooks: list, arrays: dict, path: Path) -> list[dict]:
-    """Each callback's attributes, decoded; the callbacks that keep a state must be those
-    of the backup, in the same order."""
-    if not isinstance(states, list) or [s.get("class") if isinstance(s, dict) else s
-                                        for s in states] != [type(h).__name__ for h in hooks]:
-        names = [s.get("class") for s in states if isinstance(s, dict)] \
-            if isinstance(states, list) else states
-        raise _problem(path, f"was written by a fit with the callbacks {names}, this one has "
-                             f"{[type(h).__name__ for h in hooks]} (callbacks with a state)")
-    decoded = []
-    for hook, state in zip(hooks, states):
-        values = state.get("state")
-        if not isinstance(values, dict) or sorted(values) != sorted(hook.state_attributes):
-            raise _problem(path, f"holds no state for {type(hook).__name__}'s "
-                                 f"{list(hook.state_attributes)}")
-        decoded.append({name: _decode(v, arrays, path) for name, v in values.items()})
-    return decoded
-
-
-def _decode(encoded, arrays: dict, path: Path):
-    if isinstance(encoded, dict) and set(encoded) == {"value"}:
-        return encoded["value"]
-    if isinstance(encoded, dict) and set(encoded) == {"arrays"} and isinstance(
-            encoded["arrays"], list) and all(n in arrays for n in encoded["arrays"]):
-        return [arrays[n] for n in encoded["arrays"]]
-    raise _problem(path, f"holds a callback state it cannot read: {str(encoded)[:80]}")

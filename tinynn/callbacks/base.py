@@ -16,7 +16,9 @@ class Callback:
         state_attributes: names of the attributes that hold what the callback has
             learned during a fit (EarlyStopping's ``wait`` and ``best``): a
             ``BackupAndRestore`` backs them up and puts them back. Their values are
-            None, numbers, strings, lists and dicts of those, or lists of arrays.
+            None, bools, ints, floats, strings, lists and dicts (of string keys) of
+            those, or lists of the model's weights; one that is None before the fit
+            may become a number or the weights.
         batch_interval: k when the callback acts after every k-th batch only (counted
             from the fit's first), 0 when after none: compiled steps then run many per
             call, the calls ending at those batches. None (the default): after every

@@ -7,6 +7,10 @@ generator's state before that epoch's shuffle, the epoch's running sums) and
 the callbacks' state. Arrays among the callbacks' state (EarlyStopping's best
 weights) are members ``training/<name>``. It is written atomically, like every
 model file, so a kill during a backup leaves the previous backup whole.
+
+A backup is read back *into the model being trained*, not made into a new one:
+so a model of a user's own layers or optimizer resumes as well as a built-in
+one, and every array is checked against the live model's before it is read.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import numpy as np
 
 from tinynn.saving import model_files
 from tinynn.saving.archive import DTYPES
-from tinynn.saving.rebuild import ModelFileError
+from tinynn.saving.rebuild import ModelFileError, nonnegative_slots
 
 #: Members holding the callbacks' arrays start with this.
 PREFIX = "training/"
@@ -43,23 +47,66 @@ def write_backup(model, path: str | os.PathLike, training: dict,
     model_files.write(path, config, content, True, "BackupAndRestore")
 
 
-def read_backup(path: str | os.PathLike) -> tuple[object, dict, dict[str, np.ndarray]]:
-    """(the model as the backup holds it, the ``training`` object, the callbacks' arrays).
+def read_backup(path: str | os.PathLike, model) -> dict:
+    """What the backup ``path`` holds for ``model``, checked and read, nothing applied:
+    ``config`` (its layers and compile settings, for the caller to compare),
+    ``training``, ``fits`` (False, and nothing more, when its weights or optimizer
+    slots are not the model's), ``weights``, ``slots`` (None before any step), ``iterations``,
+    ``states`` (each layer's), ``arrays`` (the callbacks', by name).
 
     Raises:
-        ModelFileError: the file is not a whole, readable backup; it names ``path``.
+        ModelFileError: the file is not a whole, readable backup, or its arrays do not
+            fit ``model``'s; it names ``path``.
     """
-    model = model_files.load_model(path)
     with model_files.reading(path, "model") as (archive, config):
-        training = config.get("training")
-        if not isinstance(training, dict):
+        training, compiled = config.get("training"), config.get("compile")
+        if not isinstance(training, dict) or not isinstance(compiled, dict):
             raise ModelFileError("a model file, not a backup (no 'training' object)")
-        headers = [archive.header(name) for name in sorted(archive.names)
-                   if name.startswith(PREFIX)]
-        for h in headers:
+        opt = model.optimizer
+        headers = archive.stored_weights()
+        if [(h.shape, h.dtype) for h in headers] != [(w.shape, w.dtype) for w in model.weights]:
+            return {"config": config, "training": training, "fits": False}  # (read no more)
+        names = compiled.get("optimizer", {}).get("slots")
+        if names is not None and names != list(opt.slot_names):
+            return {"config": config, "training": training, "fits": False}
+        slot_headers = [] if names is None else model_files.read_slots(archive, headers, names)
+        state_headers = [_state_header(archive, i, key, live)
+                         for i, layer in enumerate(model.leaf_layers)
+                         for key, live in layer.state.items()]
+        array_headers = [archive.header(name) for name in sorted(archive.names)
+                         if name.startswith(PREFIX)]
+        for h in array_headers:
             if h.dtype not in DTYPES:
                 raise ModelFileError(f"{h.member} has dtype {h.dtype}; backups hold "
                                      f"{[str(d) for d in DTYPES]}")
-        archive.check_budget()
-        arrays = {h.member.removeprefix(PREFIX): a for h, a in zip(headers, archive.load(headers))}
-    return model, training, arrays
+        archive.check_budget()  # before reading anything big
+        weights = archive.load(headers)
+        model_files.check_arrays(weights, "weight", ModelFileError, "")
+        slots = None
+        if names is not None:
+            slots = [dict(zip(s, archive.load(list(s.values())))) for s in slot_headers]
+            model_files.check_slots(slots, weights, names, nonnegative_slots(type(opt)),
+                                    ModelFileError, "")
+        states = archive.load(state_headers)
+        if any((s < 0).any() for s in states):
+            raise ModelFileError("a layer's state (Dropout's counter) is negative")
+        iterations = model_files.check_iterations(compiled["optimizer"].get("iterations"),
+                                                  ModelFileError, "")
+        arrays = {h.member.removeprefix(PREFIX): a
+                  for h, a in zip(array_headers, archive.load(array_headers))}
+    layer_states, states = [], iter(states)
+    for layer in model.leaf_layers:
+        layer_states.append({key: next(states) for key in layer.state})
+    return {"config": config, "training": training, "fits": True, "weights": weights,
+            "slots": slots, "iterations": iterations, "states": layer_states, "arrays": arrays}
+
+
+def _state_header(archive, i: int, key: str, live: np.ndarray):
+    member = f"state/{i}/{key}"
+    if member not in archive.names:
+        raise ModelFileError(f"{member} (a layer's state) is missing")
+    header = archive.header(member)
+    if header.shape != live.shape or header.dtype != live.dtype:
+        raise ModelFileError(f"{member} must be {live.dtype} of shape {live.shape}, the file "
+                             f"holds {header.dtype} {header.shape}")
+    return header

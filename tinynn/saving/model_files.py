@@ -84,7 +84,7 @@ def model_content(model, caller: str) -> tuple[dict, dict[str, np.ndarray]]:
         raise ValueError(f"{prefix}a model file holds at most MAX_LAYERS={MAX_LAYERS} layers, "
                          f"the model has {len(model.leaf_layers)}")
     weights = model.weights
-    _check_arrays(weights, "weight", ValueError, prefix)
+    check_arrays(weights, "weight", ValueError, prefix)
     opt = model.optimizer
     config = {"format": FORMAT, "version": VERSION, "kind": "model", "name": model.name,
               # Nested models are written opened up: the same layers, weights and math.
@@ -96,9 +96,9 @@ def model_content(model, caller: str) -> tuple[dict, dict[str, np.ndarray]]:
     arrays.update({f"state/{i}/{k}": a for i, layer in enumerate(model.leaf_layers)
                    for k, a in layer.state.items()})
     if opt is not None:
-        _check_iterations(opt.iterations, ValueError, prefix)
+        check_iterations(opt.iterations, ValueError, prefix)
         if opt.slots is not None:
-            _check_slots(opt.slots, weights, opt.slot_names, nonnegative_slots(type(opt)),
+            check_slots(opt.slots, weights, opt.slot_names, nonnegative_slots(type(opt)),
                          ValueError, prefix)
         config["compile"] = {
             "optimizer": {"class": type(opt).__name__, "config": opt.get_config(),
@@ -120,7 +120,7 @@ def save_weights(model, path: str | os.PathLike, overwrite: bool = True) -> None
     overwrite = validation.boolean(overwrite, "overwrite")
     if not model.built:
         raise ValueError("save_weights: the model is not built yet (no weights to save)")
-    _check_arrays(model.weights, "weight", ValueError, "save_weights: ")
+    check_arrays(model.weights, "weight", ValueError, "save_weights: ")
     config = {"format": FORMAT, "version": VERSION, "kind": "weights",
               "shapes": [list(w.shape) for w in model.weights]}
     write(path, config, {f"weights/{i}": w for i, w in enumerate(model.weights)}, overwrite,
@@ -141,7 +141,7 @@ def write(path: str | os.PathLike, config: dict, arrays: dict[str, np.ndarray],
 # ---------------------------------------------------------------- checks shared by both ways
 
 
-def _check_arrays(arrays, what: str, error: type, prefix: str) -> None:
+def check_arrays(arrays, what: str, error: type, prefix: str) -> None:
     """Each array is float32/float64 and finite (what load will demand)."""
     for i, a in enumerate(arrays):
         if a.dtype not in DTYPES:
@@ -152,7 +152,7 @@ def _check_arrays(arrays, what: str, error: type, prefix: str) -> None:
                         f"{a[~np.isfinite(a)].flat[0]}")
 
 
-def _check_iterations(iterations: object, error: type, prefix: str) -> int:
+def check_iterations(iterations: object, error: type, prefix: str) -> int:
     if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or not (
             0 <= iterations <= MAX_ITERATIONS):
         raise error(f"{prefix}optimizer iterations must be a count in [0, {MAX_ITERATIONS}], "
@@ -160,7 +160,7 @@ def _check_iterations(iterations: object, error: type, prefix: str) -> int:
     return int(iterations)
 
 
-def _check_slots(slots, weights, names, nonnegative, error: type, prefix: str) -> None:
+def check_slots(slots, weights, names, nonnegative, error: type, prefix: str) -> None:
     """The optimizer's state fits the weights: one slot set per weight, same shape and dtype."""
     if len(slots) != len(weights):
         raise error(f"{prefix}the optimizer's state was made for {len(slots)} weight arrays, "
@@ -194,7 +194,7 @@ def load_model(path: str | os.PathLike):
         headers = archive.stored_weights()
         archive.check_budget()
         weights = archive.load(headers)
-        _check_arrays(weights, "weight", ModelFileError, "")
+        check_arrays(weights, "weight", ModelFileError, "")
         # Making layers may draw from tinynn's generator; put its state back, so that
         # loading a model does not change what the next draws are.
         state = utils.generator().bit_generator.state
@@ -228,7 +228,7 @@ def load_weights(model, path: str | os.PathLike) -> None:
                                      f"the file holds shape {header.shape}")
         archive.check_budget()
         weights = archive.load(stored)
-        _check_arrays(weights, "weight", ModelFileError, "")
+        check_arrays(weights, "weight", ModelFileError, "")
         try:
             model.set_weights(weights)
         except (TypeError, ValueError) as e:
@@ -310,7 +310,7 @@ def _model_layout(config: dict) -> list[dict]:
     return specs
 
 
-def _read_slots(archive: Archive, weights: list[Header], names: list[str]) -> list[dict]:
+def read_slots(archive: Archive, weights: list[Header], names: list[str]) -> list[dict]:
     """Headers of the optimizer's state, checked against the weights' headers."""
     slots = []
     for i, w in enumerate(weights):
@@ -352,17 +352,17 @@ def _compile_from(model, spec: dict, archive: Archive, headers: list[Header]) ->
     opt_spec = spec["optimizer"]
     optimizer = make(opt_spec, "optimizer", "optimizer")
     loss = make(spec["loss"], "loss", "loss")
-    iterations = _check_iterations(opt_spec.get("iterations"), ModelFileError, "")
+    iterations = check_iterations(opt_spec.get("iterations"), ModelFileError, "")
     names = opt_spec.get("slots")
     slots = None
     if names is not None:
         if names != list(optimizer.slot_names):
             raise ModelFileError(f"optimizer slots {names} do not match "
                                  f"{list(optimizer.slot_names)}")
-        slot_headers = _read_slots(archive, headers, names)
+        slot_headers = read_slots(archive, headers, names)
         archive.check_budget()
         slots = [dict(zip(s, archive.load(list(s.values())))) for s in slot_headers]
-        _check_slots(slots, model.weights, names, nonnegative_slots(type(optimizer)),
+        check_slots(slots, model.weights, names, nonnegative_slots(type(optimizer)),
                      ModelFileError, "")
     model.compile(optimizer, loss, metrics=spec.get("metrics"))
     optimizer.iterations = iterations
