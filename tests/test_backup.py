@@ -280,7 +280,7 @@ def test_a_users_callback_state_is_backed_up_or_refused_by_name(tmp_path):
     fit(make_model(), callbacks.BackupAndRestore(folder, 5), extra=[counter])
     assert counter.count == 5  # one epoch before the backup, four after
     for bad in (object(), (1, 2), np.float32(0.5), {0: 1}, [np.zeros(3, np.int64)]):
-        with pytest.raises(TypeError, match=r"Counter.count holds .*(which a backup cannot|not float32)"):
+        with pytest.raises(TypeError, match=r"Counter.count holds .*(a backup cannot|not float)"):
             fit(make_model(), callbacks.BackupAndRestore(folder, 5), extra=[Counter(bad)])
         assert not (folder / "backup.npz").exists()  # nothing written
 
