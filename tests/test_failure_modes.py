@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import tinynn
-from tinynn import layers, losses, optimizers
+from tinynn import callbacks, layers, losses, optimizers
 from tinynn.datasets import idx
 from tinynn.models import NonFiniteWarning, NotCompiledError
 from tinynn.saving import ModelFileError
@@ -570,3 +570,16 @@ def test_fuzzed_idx_headers_never_give_a_misshapen_array(real_idx_headers, which
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     assert array.shape == shape
     assert len(data) == 4 + 4 * ndim + array.nbytes
+
+
+def test_a_fault_with_validation_still_logs_it_for_the_callbacks(backend):
+    """After a broken step the epoch ends as Keras's does: its validation is computed (on
+    the weights from before that step), so a callback that monitors it reads it."""
+    model = fault_model(optimizers.SGD(learning_rate=0.1))
+    huge = np.clip(X[:4], -1, 1) * 3e38  # finite, but the loss overflows: the 3rd step breaks
+    stop = callbacks.EarlyStopping(monitor="val_loss", patience=5)
+    with pytest.warns(NonFiniteWarning, match="epoch 1, step 3"):
+        history = model.fit(np.concatenate([X[:8], huge]), Y, batch_size=4, epochs=2,
+                            shuffle=False, verbose=0, validation_data=(X, Y), callbacks=[stop])
+    assert history.stopped_early is not None and model.stop_training
+    assert np.isfinite(history.history["val_loss"][0]) and stop.best is not None

@@ -286,7 +286,7 @@ class Sequential:
                     order = place.order(len(x), shuffle)
                     logs, history.stopped_early = training.train_epoch(
                         self, runner, prepared, order, batch_size, calls, hooks, place, verbose)
-                    if val is not None and not history.stopped_early:
+                    if val is not None and logs:  # (after a fault too, as Keras)
                         val_logs = training.evaluate(self, *val, batch_size)
                         logs.update({f"val_{k}": v for k, v in val_logs.items()})
                     place.next_epoch()
