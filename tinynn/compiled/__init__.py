@@ -9,6 +9,7 @@ Everything in tinynn that needs Numba lives here, and only here:
   built from those loops;
 * ``table``: the table of built-ins, each built-in part and its compiled form;
 * ``fused``: whole training steps in one compiled call, from the same loops;
+* ``inference``: the forward pass of ``predict`` and ``evaluate``, on the same ops;
 * ``engine``: lowers a model of built-in parts to ``fused``'s ops and runs it;
 * ``sync``: the spin barrier the training threads meet at;
 * ``cache``: where compiled code is kept on disk, stamped by this package's sources.

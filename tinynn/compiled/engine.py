@@ -291,8 +291,8 @@ def forward_all(fused_plan: Plan, x: np.ndarray) -> tuple[np.ndarray, np.ndarray
     core): each runs the compiled kernel, which releases the GIL, on its own
     rows. The results do not depend on the split.
     """
-    fused = _fused()
-    _announce_compiling(fused.forward_rows)
+    inference = _compiled("inference")
+    _announce_compiling(inference.forward_rows)
     p = fused_plan
     x = _rows_2d(x)
     n, c = len(x), int(p.ops[-1, 2])
@@ -303,7 +303,8 @@ def forward_all(fused_plan: Plan, x: np.ndarray) -> tuple[np.ndarray, np.ndarray
     model = p.model()
 
     def work(i: int) -> bool:
-        return fused.forward_rows(x, int(bounds[i]), int(bounds[i + 1]), model, out_z, out_a)
+        return inference.forward_rows(x, int(bounds[i]), int(bounds[i + 1]), model, out_z,
+                                      out_a)
 
     finite = work(0) if workers == 1 else all(_pool().map(work, range(workers)))
     return out_z, out_a, finite

@@ -46,7 +46,6 @@ from tinynn.compiled.loops import (
     _affine_blas,
     _categorical_probability_cross_entropy,
     _categorical_softmax_cross_entropy,
-    _compact,
     _correct,
     _dropout,
     _finite,
@@ -55,7 +54,6 @@ from tinynn.compiled.loops import (
     _probability_cross_entropy,
     _softmax_cross_entropy,
     _sparse_affine,
-    _sparse_row_affine,
     _sparse_weight_grads,
     _touch_rows,
     _weight_grads,
@@ -494,61 +492,3 @@ def _update_part(update, model, a, args, threads, buffers):
     if t == 0 and len(db):
         finite &= update_with(update, update.P[p + 1], db, update.S, p + 1, 0, len(db), args)
     return finite
-
-
-@inline
-def _copy_rows(src, dst, start, n):
-    """dst[start : start + n] = src[:n], as loops: assigning an array to a slice makes
-    Numba compile its shape-mismatch message, seconds of first-run compile time."""
-    for r in range(n):
-        for j in range(src.shape[1]):
-            dst[start + r, j] = src[r, j]
-
-
-@njit
-def forward_rows(x, first, last, model, out_z, out_a):
-    """The logits (input of a final activation, else the output) and outputs of rows
-    first … last − 1 of x (dense, (N, k)), at inference (``model``: a ``Model`` with no
-    dropout op).
-
-    Each row's non-zeros are compacted before a first affine op, so that op
-    does the work of a sparse product without a sparse copy of x. Rows are
-    independent, and the kernel releases the GIL, so threads can share the rows.
-    Returns whether every input was finite (checked here, while each row is in
-    cache, rather than in a separate pass over x).
-    """
-    chunk = 64
-    ops, Ws, bs = model.ops, model.Ws, model.bs
-    k = x.shape[1]
-    n_ops = len(ops)
-    indices = np.empty(k + 1, np.int32)
-    values = np.empty(k + 1, np.float32)
-    outs = [np.empty((chunk, ops[i, 2]), np.float32) for i in range(n_ops)]
-    identity = np.arange(chunk)
-    top = n_ops - 2 if n_ops > 1 and ops[n_ops - 1, 0] == ACTIVATE else n_ops - 1
-    check, zero = np.float32(0), np.float32(0)
-    for start in range(first, last, chunk):
-        n = min(chunk, last - start)
-        for r in range(n):
-            for i in range(k):
-                check += x[start + r, i] * zero  # NaN from here on if any input is NaN or ±inf
-        prev = x[start : start + n]
-        for i in range(n_ops):
-            kind, arg = ops[i, 0], ops[i, 1]
-            out = outs[i][:n]
-            if kind == AFFINE and uses_blas(Ws[arg]):
-                _blas_affine(model, prev, Ws[arg], bs[arg], out)
-            elif kind == AFFINE and i == 0:
-                for r in range(n):
-                    count = _compact(x[start + r], indices, values)
-                    _sparse_row_affine(indices, values, 0, count, Ws[arg], bs[arg], out[r])
-            elif kind == AFFINE:
-                _affine(prev, identity[:n], Ws[arg], bs[arg], out)
-            elif kind == ACTIVATE:
-                _activate(prev, out, arg, model.parameters[i])
-            else:
-                raise ValueError("unknown op kind at inference (see table.py)")
-            prev = out
-        _copy_rows(outs[top], out_z, start, n)
-        _copy_rows(prev, out_a, start, n)
-    return check == zero
