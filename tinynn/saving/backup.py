@@ -102,11 +102,7 @@ def read_backup(path: str | os.PathLike, model) -> dict:
 
 
 def _state_header(archive, i: int, key: str, live: np.ndarray):
-    member = f"state/{i}/{key}"
-    if member not in archive.names:
-        raise ModelFileError(f"{member} (a layer's state) is missing")
-    header = archive.header(member)
-    if header.shape != live.shape or header.dtype != live.dtype:
-        raise ModelFileError(f"{member} must be {live.dtype} of shape {live.shape}, the file "
-                             f"holds {header.dtype} {header.shape}")
+    header = model_files.state_header(archive, i, key, live)
+    if header is None:
+        raise ModelFileError(f"state/{i}/{key} (a layer's state) is missing")
     return header

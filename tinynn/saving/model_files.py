@@ -333,18 +333,27 @@ def _read_layer_state(model, archive: Archive) -> None:
     file has them (older files do not: the layers keep their fresh state)."""
     for i, layer in enumerate(model.leaf_layers):
         for key, live in layer.state.items():
-            if f"state/{i}/{key}" not in archive.names:
+            header = state_header(archive, i, key, live)
+            if header is None:
                 continue
-            header = archive.header(f"state/{i}/{key}")
-            if header.shape != live.shape or header.dtype != live.dtype:
-                raise ModelFileError(f"state/{i}/{key} must be {live.dtype} of shape "
-                                     f"{live.shape}, the file holds {header.dtype} "
-                                     f"{header.shape}")
             archive.check_budget()
             stored = archive.load([header])[0]
             if (stored < 0).any():
                 raise ModelFileError(f"state/{i}/{key} must not be negative")
             live[...] = stored
+
+
+def state_header(archive: Archive, i: int, key: str, live: np.ndarray) -> Header | None:
+    """The header of layer i's state array ``key`` (None if the file has none), which must
+    be of the live array's shape and dtype."""
+    member = f"state/{i}/{key}"
+    if member not in archive.names:
+        return None
+    header = archive.header(member)
+    if header.shape != live.shape or header.dtype != live.dtype:
+        raise ModelFileError(f"{member} must be {live.dtype} of shape {live.shape}, the file "
+                             f"holds {header.dtype} {header.shape}")
+    return header
 
 
 def _compile_from(model, spec: dict, archive: Archive, headers: list[Header]) -> None:
