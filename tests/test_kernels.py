@@ -301,6 +301,7 @@ def train(spec: dict, backend: str):
     return model, history.history, predictions, evaluation
 
 
+@pytest.mark.slow  # (60 pairs of whole fits, ~3 minutes: in `make test`, not `make check`)
 @settings(max_examples=60, deadline=None)
 @given(spec=MODEL)
 def test_fused_training_matches_the_reference_path(spec):
