@@ -8,6 +8,7 @@ import pytest
 
 import tinynn
 from tinynn import callbacks, layers, losses, optimizers
+from tinynn.models import NonFiniteWarning
 
 pytestmark = pytest.mark.usefixtures("backend")
 
@@ -42,6 +43,16 @@ class Momentum(tinynn.optimizers.Optimizer):
         variable -= self.learning_rate * slots["velocity"]
 
 
+class Breaking(Momentum):
+    """Momentum whose third step makes a weight infinite, returning neither True nor False."""
+
+    def update_step(self, gradient, variable, slots):
+        super().update_step(gradient, variable, slots)
+        if self.iterations == 2:
+            variable.flat[0] = np.inf
+        return variable  # not a bool: fit checks the arrays itself
+
+
 def data(n=96, features=6, classes=3, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, features)).astype(np.float32)
@@ -74,6 +85,15 @@ def test_user_layer_and_optimizer_train_and_see_the_training_flag():
     model.evaluate(x, y, verbose=0)
     model.train_on_batch(x[:8], y[:8])
     assert scale.seen == [False] * (len(scale.seen) - 1) + [True]
+
+
+def test_a_users_update_that_breaks_a_weight_is_caught_and_undone():
+    x, y = data()
+    model = model_with(Scale(), Breaking(learning_rate=0.05))
+    with pytest.warns(NonFiniteWarning, match="training stopped"):
+        history = model.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False)
+    assert history.stopped_early["step"] == 2 and model.optimizer.iterations == 2
+    assert all(np.isfinite(w).all() for w in model.get_weights())
 
 
 def test_user_parts_match_the_same_math_in_numpy():

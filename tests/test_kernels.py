@@ -175,9 +175,12 @@ def test_optimizer_updates(optimizer, dtype):
     for module in (compiled, reference):
         arrays = {k: v.astype(dtype) for k, v in start.items()}
         for step, g in enumerate(gradients, start=1):
-            getattr(module, optimizer.kernel)(
+            said = getattr(module, optimizer.kernel)(
                 arrays["w"], g, *(arrays[s] for s in optimizer.slot_names),
                 *optimizer.update_arguments(step))
+            # The compiled twin says whether what it wrote is finite; the textbook's leaves
+            # that to Optimizer.checked_step.
+            assert said is (True if module is compiled else None)
         twins.append(arrays)
     for key in start:
         assert_twins(twins[0][key], twins[1][key], dtype, err_msg=key)
@@ -189,6 +192,9 @@ def test_fault_checks_see_nan_in_the_optimizer_state():
     m, v = np.zeros(3, np.float32), np.array([np.nan, 1e-31, 1.0], np.float32)
     assert not updates._adam(w, g, m, v, 0.001, 0.9, 0.999, 1e-7)
     assert np.isnan(v[0]) and v[1] == 0
+    g = np.array([3e38, 0, 0], np.float32)  # g² overflows: v turns infinite
+    assert compiled.adam_update(np.ones(3, np.float32), g, np.zeros(3, np.float32),
+                                np.zeros(3, np.float32), 0.001, 0.9, 0.999, 1e-7) is False
 
 
 @settings(max_examples=30, deadline=None)

@@ -20,7 +20,6 @@ from collections.abc import Sequence
 import numpy as np
 
 from tinynn import data, losses, optimizers, saving, training, validation
-from tinynn.backend import kernels
 from tinynn.callbacks import Callback, CallbackList, History, ProgbarLogger, progress
 from tinynn.layers import InputLayer, Layer, call_forward, check_weight, takes, unique_name
 from tinynn.training import NonFiniteWarning, NotCompiledError
@@ -202,10 +201,8 @@ class Sequential:
         if not np.isfinite(loss):
             return loss, y_pred, training.Fault.LOSS  # no update from a broken loss
         self.backward(self.loss.backward())
-        self.optimizer.apply_gradients(
+        finite = self.optimizer.checked_step(
             (layer.grads[k], p) for layer in self.leaf_layers for k, p in layer.params.items())
-        state = [a for s in self.optimizer.slots for a in s.values()]
-        finite = kernels().all_finite(*self.weights, *state)
         return loss, y_pred, training.Fault.NONE if finite else training.Fault.WEIGHTS
 
     # ------------------------------------------------------------ Keras's API
@@ -293,7 +290,7 @@ class Sequential:
                     self.stop_training |= history.stopped_early is not None  # (TerminateOnNaN)
                     if logs:
                         hooks.call("on_epoch_end", epoch, logs)
-                    if history.stopped_early or self.stop_training:
+                    if self.stop_training:
                         break
             except KeyboardInterrupt:  # the model holds a whole step (train_epoch's rollback)
                 if bar:

@@ -96,11 +96,30 @@ class Optimizer:
             grads_and_vars: ``(gradient, parameter)`` pairs, same shapes, always
                 in the same order.
         """
+        self._step(grads_and_vars)
+
+    def checked_step(self, grads_and_vars: Iterable[tuple[np.ndarray, np.ndarray]]) -> bool:
+        """``apply_gradients``, then whether every parameter and state value is finite (a
+        step that broke them is undone: ``training.Fault.WEIGHTS``). An ``update_step`` may
+        say so itself, as the compiled twins do while they write; the rest are checked
+        with ``all_finite``."""
+        unchecked = self._step(grads_and_vars)
+        return unchecked is not None and kernels().all_finite(*unchecked)
+
+    def _step(self, grads_and_vars) -> list[np.ndarray] | None:
+        """One step; returns the arrays no ``update_step`` vouched for, or None if one
+        reported a value that is not finite."""
         pairs = list(grads_and_vars)
         self._ready([w for _, w in pairs])
+        finite, unchecked = True, []
         for (g, w), slots in zip(pairs, self.slots):
-            self.update_step(g, w, slots)
+            said = self.update_step(g, w, slots)
+            if isinstance(said, (bool, np.bool_)):
+                finite = finite and bool(said)
+            else:
+                unchecked += [w, *slots.values()]
         self.iterations += 1
+        return unchecked if finite else None
 
     def _ready(self, variables: list[np.ndarray]) -> None:
         """Check the parameters (fully, when the arrays are new) and make the slots on the
@@ -113,8 +132,9 @@ class Optimizer:
             self.build(variables)
 
     def update_step(self, gradient: np.ndarray, variable: np.ndarray,
-                    slots: dict[str, np.ndarray]) -> None:
-        """Move ``variable`` (any shape) against ``gradient`` (same shape), in place."""
+                    slots: dict[str, np.ndarray]) -> bool | None:
+        """Move ``variable`` (any shape) against ``gradient`` (same shape), in place; may
+        return whether every value it wrote is finite (None: ``checked_step`` checks)."""
         raise NotImplementedError(f"{type(self).__name__} must define update_step")
 
     def get_config(self) -> dict:
@@ -132,12 +152,13 @@ class KernelOptimizer(Optimizer):
         of steps, arrays (or scalars that hold for every step)."""
         raise NotImplementedError
 
-    def update_step(self, gradient, variable, slots) -> None:
+    def update_step(self, gradient, variable, slots) -> bool | None:
         update = getattr(kernels(), self.kernel)
         key = (self.iterations + 1, self.learning_rate)
         if getattr(self, "_arguments", (None,))[0] != key:  # once per step, not per variable
             self._arguments = key, self.update_arguments(key[0])
-        update(variable, gradient, *(slots[s] for s in self.slot_names), *self._arguments[1])
+        return update(variable, gradient, *(slots[s] for s in self.slot_names),
+                      *self._arguments[1])
 
 
 class SGD(KernelOptimizer):

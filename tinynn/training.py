@@ -65,7 +65,7 @@ class Calls:
         counted in steps from the fit's first (where a backup is due)."""
         last = min(first + self.size, place.steps)
         if self.period:
-            done = place.epoch * place.steps + first
+            done = place.done(first)
             last = min(last, first + self.period - done % self.period)
         return last
 
@@ -118,6 +118,10 @@ class Place:
         generator's state before it is kept, so that a backup can draw it again."""
         self.rng = generator().bit_generator.state
         return generator().permutation(n) if shuffle else np.arange(n)
+
+    def done(self, step: int | None = None) -> int:
+        """Steps of the fit done when this epoch has done ``step`` (default: ``self.step``)."""
+        return self.epoch * self.steps + (self.step if step is None else step)
 
     def next_epoch(self) -> None:
         self.epoch, self.step, self.rng = self.epoch + 1, 0, None

@@ -101,9 +101,7 @@ class BackupAndRestore(Callback):
             self._restore(*found)
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        place = self.model.fit_place
-        if self.batch_interval and (place.epoch * place.steps + place.step) \
-                % self.batch_interval == 0:
+        if self.batch_interval and self.model.fit_place.done() % self.batch_interval == 0:
             self._write()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:

@@ -1,10 +1,11 @@
 """Numba twins of ``tinynn.reference``: the same functions, compiled.
 
 Every public function here has the name, arguments and results of its twin in
-``reference.py`` (read that file for the math); ``tests/test_kernels.py`` checks
-each pair against each other. The twins are built from the loop kernels of
-``loops.py`` and ``updates.py``, which ``fused.py`` reuses to run whole
-training steps without returning to Python.
+``reference.py`` (read that file for the math; the optimizer updates also return whether
+what they wrote is finite, which the textbook leaves to ``Optimizer.checked_step``);
+``tests/test_kernels.py`` checks each pair against each other. The twins are built from
+the loop kernels of ``loops.py`` and ``updates.py``, which ``fused.py`` reuses to run
+whole training steps without returning to Python.
 
 Choices that matter for speed:
 
@@ -343,11 +344,13 @@ def _check_sizes(w, g, *slots):
 def adam_update(w, g, m, v, lr_t, beta_1, beta_2, epsilon):
     """Twin of ``reference.adam_update``: one fused pass; w, m and v must be contiguous.
 
-    Moments below ``FLUSH`` are set to 0 (see ``FLUSH``); the reference keeps them.
+    Moments below ``FLUSH`` are set to 0 (see ``FLUSH``); the reference keeps them. Returns
+    whether every value written is finite, as every update twin here does (the reference
+    returns None: ``Optimizer.checked_step`` then checks with ``all_finite``).
     """
     _check_sizes(w, g, m, v)
     g = np.ascontiguousarray(g).reshape(-1)
-    _adam(w.reshape(-1), g, m.reshape(-1), v.reshape(-1), lr_t, beta_1, beta_2, epsilon)
+    return _adam(w.reshape(-1), g, m.reshape(-1), v.reshape(-1), lr_t, beta_1, beta_2, epsilon)
 
 
 @njit
@@ -355,15 +358,16 @@ def adamw_update(w, g, m, v, lr_t, beta_1, beta_2, epsilon, decay):
     """Twin of ``reference.adamw_update``; w, m and v must be contiguous."""
     _check_sizes(w, g, m, v)
     g = np.ascontiguousarray(g).reshape(-1)
-    _adamw(w.reshape(-1), g, m.reshape(-1), v.reshape(-1), lr_t, beta_1, beta_2, epsilon, decay)
+    return _adamw(w.reshape(-1), g, m.reshape(-1), v.reshape(-1), lr_t, beta_1, beta_2,
+                  epsilon, decay)
 
 
 @njit
 def sgd_update(w, g, velocity, lr, momentum, nesterov):
     """Twin of ``reference.sgd_update``: one fused pass; w and velocity must be contiguous."""
     _check_sizes(w, g, velocity)
-    _sgd(w.reshape(-1), np.ascontiguousarray(g).reshape(-1), velocity.reshape(-1), lr, momentum,
-         nesterov)
+    return _sgd(w.reshape(-1), np.ascontiguousarray(g).reshape(-1), velocity.reshape(-1), lr,
+                momentum, nesterov)
 
 
 @njit
@@ -371,17 +375,17 @@ def rmsprop_update(w, g, velocity, momentum_slot, average_gradient, lr, rho, mom
                    centered):
     """Twin of ``reference.rmsprop_update``; w and the slots must be contiguous."""
     _check_sizes(w, g, velocity, momentum_slot, average_gradient)
-    _rmsprop(w.reshape(-1), np.ascontiguousarray(g).reshape(-1), velocity.reshape(-1),
-             momentum_slot.reshape(-1), average_gradient.reshape(-1), lr, rho, momentum, epsilon,
-             centered)
+    return _rmsprop(w.reshape(-1), np.ascontiguousarray(g).reshape(-1), velocity.reshape(-1),
+                    momentum_slot.reshape(-1), average_gradient.reshape(-1), lr, rho, momentum,
+                    epsilon, centered)
 
 
 @njit
 def adagrad_update(w, g, accumulator, lr, epsilon):
     """Twin of ``reference.adagrad_update``; w and accumulator must be contiguous."""
     _check_sizes(w, g, accumulator)
-    _adagrad(w.reshape(-1), np.ascontiguousarray(g).reshape(-1), accumulator.reshape(-1), lr,
-             epsilon)
+    return _adagrad(w.reshape(-1), np.ascontiguousarray(g).reshape(-1), accumulator.reshape(-1),
+                    lr, epsilon)
 
 
 @njit
