@@ -290,7 +290,7 @@ class Sequential:
                     self.stop_training |= history.stopped_early is not None  # (TerminateOnNaN)
                     if logs:
                         hooks.call("on_epoch_end", epoch, logs)
-                    if self.stop_training:
+                    if history.stopped_early or self.stop_training:  # (a callback may unset it)
                         break
             except KeyboardInterrupt:  # the model holds a whole step (train_epoch's rollback)
                 if bar:
