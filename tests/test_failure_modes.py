@@ -316,6 +316,21 @@ def test_extreme_learning_rate_stops_fit_and_keeps_finite_weights(backend):
                                   np.concatenate([w.ravel() for w in replay.get_weights()]))
 
 
+def test_a_fault_stops_fit_even_if_a_callback_unsets_stop_training(backend):
+    class GoOn(callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 1:  # the third step breaks the weights
+                self.model.optimizer.learning_rate = 1e38
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.stop_training = False
+
+    model = fault_model(optimizers.SGD(learning_rate=1e-12))
+    with pytest.warns(NonFiniteWarning, match="training stopped at epoch 1, step 3"):
+        history = model.fit(BIG, Y, batch_size=4, epochs=3, verbose=0, callbacks=[GoOn()])
+    assert history.stopped_early["epoch"] == 0 and len(history.history["loss"]) == 1
+
+
 def test_fault_in_a_later_epoch_reports_it(backend):
     model = fault_model(optimizers.SGD(learning_rate=0.1))
     model.fit(X, Y, batch_size=4, epochs=1, verbose=0)
