@@ -15,7 +15,7 @@ import pytest
 
 import tinynn
 from tinynn import layers, optimizers
-from tinynn.compiled import engine, fused, sync
+from tinynn.compiled import engine, fused, sync, workspace
 
 pytestmark = pytest.mark.compiled
 
@@ -30,7 +30,26 @@ def mnist_like(n=300, k=64, classes=10, seed=0):
     return x, rng.integers(0, classes, n)
 
 
+class Scale(layers.Layer):
+    """A user's layer (y = x · w): thread 0 runs it on the whole batch, between meetings."""
+
+    def build(self, input_shape):
+        self.params["w"] = np.linspace(0.5, 1.5, input_shape[0], dtype=np.float32)
+        super().build(input_shape)
+
+    def forward(self, x, training=False):
+        self.x = x
+        return x * self.params["w"]
+
+    def backward(self, dy):
+        self.grads["w"] = (dy * self.x).sum(axis=0)
+        return dy * self.params["w"]
+
+
 MODELS = {
+    "a user's layer between, adam": (
+        lambda: [L.Dense(40, activation="relu"), Scale(), L.Dense(10, activation="sigmoid")],
+        "adam", "sparse_categorical_crossentropy", 32),
     "hidden, adam": (lambda: [L.Dense(40, activation="relu"), L.Dense(10, activation="sigmoid")],
                      "adam", "sparse_categorical_crossentropy", 32),
     "dropout, rmsprop centred": (
@@ -103,15 +122,15 @@ def test_a_partner_that_never_comes_is_given_up(monkeypatch):
     runner = tinynn.training.runner_for(model)
     data = runner.prepare(x, y)
     before = model.get_weights()
-    p = runner.plan
-    work = fused.workspace(p.ops, p.Ws, p.bs, 32)
+    work = workspace.workspace(runner.fused_model, 32)
     shared = sync.new(2)
     sync.abort(shared)
     result = fused.train_steps(
         data, fused.Epoch(np.arange(len(x)), 32, 0, 3, 0.0), runner.fused_model,
         fused.NoDropouts(runner.rates, runner.seeds, np.zeros(0, np.int64)), runner.loss_rule,
         fused.UPDATES[runner.update](runner.update, runner.P, runner.S, np.ones((3, 4))),
-        fused.Threads(0, 2, np.array([[0, 32, x.shape[1]]]), shared, work, np.empty(32)))
+        fused.Threads(0, 2, np.array([[0, 32, x.shape[1]]]), shared, work, np.empty(32),
+                      runner.G, -1))
     assert result[3:] == (0, fused.ABORTED)
     for a, b in zip(before, model.get_weights()):
         np.testing.assert_array_equal(a, b)

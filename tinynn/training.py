@@ -8,7 +8,8 @@ two, chosen once per ``fit`` by ``runner_for``:
   ``train_step`` (each layer's forward and backward, the optimizer's
   ``update_step``). It runs any layer or optimizer that keeps the contracts.
 * ``tinynn.compiled.engine.CompiledRunner``: the same steps, many per compiled
-  call, for models made only of built-in parts on the numba backend.
+  call, on the numba backend, for models of built-in parts (and a user's layers
+  among them, which the compiled step calls back).
 
 ``compiled_plan`` is the one place that decides between them, for ``fit``,
 ``train_on_batch``, ``evaluate`` and ``predict`` alike.

@@ -4,8 +4,10 @@ Why: called layer by layer, the compiled kernels spend more time crossing from
 Python than computing (a step of the notebook's simple model is ~20 µs of
 arithmetic). So with the ``numba`` backend, when every layer, the loss and the
 optimizer are built-in, ``fit`` runs many whole steps per compiled call and
-``evaluate``/``predict`` run the forward pass over all rows in one. Otherwise
-they go step by step (``training.StepRunner``), which computes the same thing.
+``evaluate``/``predict`` run the forward pass over all rows in one; ``fit`` does so
+too with a user's layer among them, calling its forward and backward from the step
+(``users.py``). Otherwise they go step by step (``training.StepRunner``), which
+computes the same thing.
 
 The model becomes a table of ops (see ``kernels.fused``). The kernels work on
 *views* of the layers' parameters and of the optimizer's state, so both stay
@@ -67,21 +69,28 @@ def _is_builtin(obj, classes) -> bool:
     return type(obj) in classes
 
 
+def _lowering(layer, training: bool):
+    """How ``layer`` becomes fused ops: its row in ``table.LAYERS``; for a layer with no
+    row, in training, ``table.lower_user``; else ``table.STEP_BY_STEP`` (it cannot)."""
+    if _is_builtin(layer, table.LAYERS):
+        return table.LAYERS[type(layer)]
+    return table.lower_user if training else table.STEP_BY_STEP
+
+
 class Plan:
     """A model's layers as fused ops (lowered by ``table.LAYERS``): the op table, each op's
     parameter, the Dense layers (the ``arg`` of AFFINE ops) and the Dropout layers."""
 
     def __init__(self, model, training: bool):
-        rows, parameters, self.dense, self.dropouts = [], [], [], []
+        rows, parameters, self.dense, self.dropouts, self.users = [], [], [], [], []
         width = int(np.prod(model.leaf_layers[0].input_shape))
+        numbered = {table.AFFINE: self.dense, table.DROPOUT: self.dropouts,
+                    table.USER: self.users}
         for layer in model.leaf_layers:
-            for kind, arg, out, parameter in table.LAYERS[type(layer)](layer, width, training):
-                if kind == table.AFFINE:
-                    arg = len(self.dense)
-                    self.dense.append(layer)
-                elif kind == table.DROPOUT:
-                    arg = len(self.dropouts)
-                    self.dropouts.append(layer)
+            for kind, arg, out, parameter in _lowering(layer, training)(layer, width, training):
+                if kind in numbered:
+                    arg = len(numbered[kind])
+                    numbered[kind].append(layer)
                 rows.append((kind, arg, out))
                 parameters.append(parameter)
                 width = out
@@ -98,13 +107,18 @@ class Plan:
         self.has_logits = (isinstance(last, (layers.Dense, layers.Activation))
                            and last.activation in activations.KEEPS_LOGITS)
 
-    def model(self, param_index: np.ndarray | None = None):
-        """The op table and the kernels as ``fused.Model`` (``fused.BlasModel`` if some
-        product goes through BLAS)."""
-        index = np.zeros(0, np.int64) if param_index is None else param_index
+    def model(self, first_params: dict | None = None):
+        """The op table and the kernels as ``fused.Model``, of the variant (``fused.MODELS``)
+        that says whether some product goes through BLAS and whether there are user
+        layers. ``first_params``: where each layer's first parameter sits among the
+        optimizer's, by ``id`` (for training)."""
+        at = first_params or {}
+        index = np.array([at[id(d)] for d in self.dense] if at else [], np.int64)
+        users = np.array([(math.prod(u.input_shape), at.get(id(u), 0), len(u.params))
+                          for u in self.users], np.int64).reshape(-1, 3)
         fused = _fused()
-        kind = fused.BlasModel if fused.any_blas(self.Ws) else fused.Model
-        return kind(self.ops, self.parameters, self.Ws, self.bs, index)
+        kind = fused.MODELS[bool(fused.any_blas(self.Ws)), bool(self.users)]
+        return kind(self.ops, self.parameters, self.Ws, self.bs, index, users)
 
 
 def plan(model, training: bool) -> Plan | None:
@@ -113,13 +127,13 @@ def plan(model, training: bool) -> Plan | None:
     It runs models whose layers all have a row in ``table.LAYERS``, with float32 weights
     (the layers checked them against their built shapes: ``Layer.check``) and at least
     one Dense layer (``training.compiled_plan`` asks, on the numba backend); for
-    training, the loss and the optimizer must have rows too.
+    training, the loss and the optimizer must have rows too, and a layer with no row
+    (a user's) runs inside the fused step as a ``USER`` op.
     """
     if not model.built:
         return None
     leaves = model.leaf_layers
-    if not all(_is_builtin(layer, table.LAYERS) and table.LAYERS[type(layer)]
-               is not table.STEP_BY_STEP for layer in leaves):
+    if any(_lowering(layer, training) is table.STEP_BY_STEP for layer in leaves):
         return None
     if not any(isinstance(layer, layers.Dense) for layer in leaves):
         return None
@@ -150,9 +164,15 @@ def threads() -> int:
 
 def training_threads(fused_plan: Plan) -> int:
     """How many threads share each compiled training step: ``threads()``, or one for a
-    model whose products go through BLAS, which already uses every core."""
+    model whose products go through BLAS, which already uses every core; and one for a
+    model with a user layer unless ``$TINYNN_THREADS`` asks for more: its own code may
+    use every core too (NumPy's products), and a partner thread waiting for it fights it
+    for them (the benchmark's hidden-user model: 7.4 s/epoch on two threads, 0.50 on one,
+    2026-12-07)."""
     count = threads()
     if _fused().blas_in_training(fused_plan.ops, fused_plan.Ws).any():
+        return 1
+    if fused_plan.users and not os.environ.get(THREADS_VAR, "").strip():
         return 1
     return count
 
@@ -179,10 +199,16 @@ class CompiledRunner:
         opt.check_variables(model.weights)  # slots shaped like the weights, as the loops read
         starts = np.cumsum([0] + [len(layer.params) for layer in model.leaf_layers])
         where = {id(layer): int(s) for layer, s in zip(model.leaf_layers, starts)}
-        self.fused_model = fused_plan.model(
-            np.array([where[id(d)] for d in fused_plan.dense], np.int64))
+        self.fused_model = fused_plan.model(where)
         self.P = tuple(w.reshape(-1) for w in model.weights)
         empty = np.empty(0, np.float32)
+        # The gradients of user layers' parameters, flat, where the fused update reads them
+        # (``users.py`` copies each layer's ``grads`` there); empty for the built-ins'.
+        self.user_grads = [[np.zeros(p.size, np.float32) for p in u.params.values()]
+                           for u in fused_plan.users]
+        mine = {where[id(u)] + k: g for u, gs in zip(fused_plan.users, self.user_grads)
+                for k, g in enumerate(gs)}
+        self.G = tuple(mine.get(i, empty) for i in range(len(self.P)))
         names = opt.slot_names
         # Slot k of every parameter, flat (empty past the optimizer's own slots).
         self.S = tuple(
@@ -203,7 +229,7 @@ class CompiledRunner:
         affine op's kernel rows (``splits``, see ``fused.train_steps``): evenly, except the
         first layer's, where a row's work grows with how often its input is non-zero."""
         if batch_size not in self._buffers:
-            p, t, fused = self.plan, self.threads, _fused()
+            p, t = self.plan, self.threads
             splits = np.zeros((len(p.Ws), t + 1), np.int64)
             for a, W in enumerate(p.Ws):
                 cost = np.ones(len(W))
@@ -218,7 +244,7 @@ class CompiledRunner:
                 ends = np.searchsorted(total, np.linspace(0, total[-1], t + 1))
                 splits[a] = np.clip(np.round(ends / rows) * rows, 0, len(W))
                 splits[a, 0], splits[a, -1] = 0, len(W)
-            work = fused.workspace(p.ops, p.Ws, p.bs, batch_size)
+            work = _compiled("workspace").workspace(self.fused_model, batch_size)
             self._buffers = {batch_size: (work, np.empty(batch_size), splits)}
         return self._buffers[batch_size]
 
@@ -253,11 +279,13 @@ class CompiledRunner:
         kernel = fused.train_steps
         _announce_compiling(kernel)
         sync = _compiled("sync").new(self.threads)
+        users = _compiled("users") if p.users else None
+        handle = users.register(p.users, self.user_grads) if users else -1
 
         def thread(t: int) -> tuple:
             try:
                 return kernel(*groups, fused.Threads(t, self.threads, splits, sync, work,
-                                                     sample_losses))
+                                                     sample_losses, self.G, handle))
             except BaseException:
                 _compiled("sync").abort(sync)  # the other threads stop waiting for this one
                 raise
@@ -272,6 +300,8 @@ class CompiledRunner:
             raise
         finally:
             wait(others)  # every partner has stopped touching the weights
+            if users:
+                users.release(handle)
         for f in others:
             f.result()  # (re-raises a partner thread's error)
         done = result[3] - first

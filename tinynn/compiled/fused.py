@@ -15,7 +15,9 @@ parameter per op:
 * ``AFFINE``: z = x · W + b, with ``arg`` the index into ``Ws``/``bs`` (a Dense layer);
 * ``ACTIVATE``: a = f(z), with ``arg`` the activation code (``table.ACTIVATIONS``) and
   the parameter its argument (LeakyReLU's negative_slope);
-* ``DROPOUT``: y = x · s, with ``arg`` the index into the dropout rates, seeds and counters.
+* ``DROPOUT``: y = x · s, with ``arg`` the index into the dropout rates, seeds and counters;
+* ``USER``: a user's layer, with ``arg`` its number: thread 0 calls its own forward and
+  backward on the whole batch (``users.py``), and the update applies its ``grads``.
 
 ``width`` is the op's output width. ``train_steps`` takes its arguments in named
 groups (``Data``, ``Epoch``, ``Model``, ``Dropouts``, ``LossRule``, ``Update``,
@@ -68,10 +70,13 @@ from tinynn.compiled.table import (
     DROPOUT,
     FINISHED,
     LOSS_NOT_FINITE,
+    USER,
     WEIGHTS_NOT_FINITE,
 )
 from tinynn.compiled.table import UPDATES as UPDATES_BY_CODE
 from tinynn.compiled.updates import update_with
+from tinynn.compiled.users import user_backward, user_forward
+from tinynn.compiled.workspace import carve, gather
 
 #: The training inputs as compressed sparse rows, class labels (N,), and target rows
 #: (N, c) for a categorical loss (else a (1, 1) placeholder).
@@ -80,10 +85,12 @@ Data = namedtuple("Data", "indptr indices values labels targets")
 #: the epoch's loss sum before ``first`` (continued step by step: the sum does not depend
 #: on how an epoch is split into calls).
 Epoch = namedtuple("Epoch", "order batch_size first last loss_sum")
-#: The op table, each op's float parameter, the Dense kernels and biases, and where each
-#: kernel sits among the optimizer's parameters. Its class says whether any product goes
-#: through BLAS (``BlasModel``): a model without one compiles no BLAS call.
-Model = namedtuple("Model", "ops parameters Ws bs param_index")
+#: The op table, each op's float parameter, the Dense kernels and biases, where each
+#: kernel sits among the optimizer's parameters, and per user layer (input width, first
+#: parameter, number of parameters). Its class (``MODELS``) says whether any product goes
+#: through BLAS and whether there are user layers: a model without compiles no BLAS call,
+#: no call to Python.
+Model = namedtuple("Model", "ops parameters Ws bs param_index users")
 #: Each Dropout's rate, seed and mask counter at step ``first`` (``NoDropouts`` for a
 #: model without one: it compiles no dropout).
 Dropouts = namedtuple("Dropouts", "rates seeds counters")
@@ -107,8 +114,11 @@ def _variant(group: type, name: str, **facts) -> type:
     return cls
 
 
-BlasModel = _variant(Model, "BlasModel", blas=True)
-Model.blas = False
+Model.blas = Model.user = False
+#: The Model class of each (any BLAS product, any user layer).
+MODELS = {(False, False): Model, (True, False): _variant(Model, "BlasModel", blas=True, user=False),
+          (False, True): _variant(Model, "UserModel", blas=False, user=True),
+          (True, True): _variant(Model, "BlasUserModel", blas=True, user=True)}
 NoDropouts = _variant(Dropouts, "NoDropouts", present=False)
 Dropouts.present = True
 #: The Update class of each update code.
@@ -122,70 +132,10 @@ LOSS_RULES = {(categorical, softmax): _variant(
     for categorical in (False, True) for softmax in (False, True)}
 #: Which thread this is, of how many; how they split each affine op's kernel rows
 #: (``splits[a, t]`` … ``splits[a, t + 1]`` − 1 are thread t's); their meeting place
-#: (``sync.new``); and the buffers they share: the workspace and per-sample losses.
-Threads = namedtuple("Threads", "thread count splits sync work sample_losses")
-
-
-@inline
-def _gather(indptr, indices, values, rows, out):
-    """Dense rows out[r] = x[rows[r]] from compressed sparse rows."""
-    out[:] = 0
-    for r in range(len(rows)):
-        for p in range(indptr[rows[r]], indptr[rows[r] + 1]):
-            out[r, indices[p]] = values[p]
-
-
-@inline
-def input_width(ops, Ws):
-    """The width of the model's input: rows of the first kernel, or the first op's width."""
-    return Ws[0].shape[0] if ops[0, 0] == AFFINE else ops[0, 2]
-
-
-@inline
-def _layout(ops, Ws, bs, batch_size):
-    """Where each buffer of a training step starts in the flat workspace: per op its
-    output, its gradient and its dropout scales; per affine op dW and db; then the
-    batch's dense inputs; the last entry is the total size."""
-    n_ops, n_affine = len(ops), len(Ws)
-    sizes = np.zeros(3 * n_ops + 2 * n_affine + 1, np.int64)
-    for i in range(n_ops):
-        sizes[i] = sizes[n_ops + i] = batch_size * ops[i, 2]
-        if ops[i, 0] == DROPOUT:
-            sizes[2 * n_ops + i] = batch_size * ops[i, 2]
-    for a in range(n_affine):
-        sizes[3 * n_ops + a] = Ws[a].size
-        sizes[3 * n_ops + n_affine + a] = len(bs[a])
-    sizes[-1] = batch_size * input_width(ops, Ws)
-    starts = np.zeros(len(sizes) + 1, np.int64)
-    for i in range(len(sizes)):
-        starts[i + 1] = starts[i] + sizes[i]
-    return starts
-
-
-@njit
-def workspace(ops, Ws, bs, batch_size):
-    """The buffers of a training step, flat: made once, shared by the threads of a call."""
-    return np.empty(_layout(ops, Ws, bs, batch_size)[-1], np.float32)
-
-
-@inline
-def _carve(work, ops, Ws, bs, batch_size):
-    """The workspace's buffers as arrays (views: every thread sees the same memory), and
-    the row numbers 0 … batch_size − 1."""
-    at = _layout(ops, Ws, bs, batch_size)
-    n, a = len(ops), len(Ws)
-
-    def rows(i, height, width):
-        return work[at[i] : at[i + 1]].reshape(height, width)
-
-    outs = [rows(i, batch_size, ops[i, 2]) for i in range(n)]
-    grads = [rows(n + i, batch_size, ops[i, 2]) for i in range(n)]
-    scales = [rows(2 * n + i, batch_size if ops[i, 0] == DROPOUT else 0, ops[i, 2])
-              for i in range(n)]
-    dWs = [rows(3 * n + j, Ws[j].shape[0], Ws[j].shape[1]) for j in range(a)]
-    dbs = [work[at[3 * n + a + j] : at[3 * n + a + j + 1]] for j in range(a)]
-    dense_x = rows(3 * n + 2 * a, batch_size, input_width(ops, Ws))
-    return outs, grads, scales, dWs, dbs, dense_x, np.arange(batch_size)
+#: (``sync.new``); the buffers they share: the workspace, per-sample losses, and the flat
+#: gradient of each parameter of a user layer (empty for the others); and the number
+#: under which the fit registered its user layers (``users.register``).
+Threads = namedtuple("Threads", "thread count splits sync work sample_losses user_grads handle")
 
 
 @njit
@@ -216,16 +166,18 @@ def blas_in_training(ops, Ws):
 
 
 @inline
-def _forward(data, mine, r0, model, dropout, offset, blas, buffers):
-    """Every op's output for the batch rows r0 … r0 + len(mine) − 1, samples ``mine`` of
-    the data, in training mode (``offset``: steps since ``Epoch.first``, for the dropout
-    masks). Rows are independent: threads share a batch by rows."""
+def _forward(data, rows, model, dropout, offset, blas, buffers, threads, meeting):
+    """Every op's output for this thread's rows of the batch (samples ``rows`` of the
+    data), in training mode (``offset``: steps since ``Epoch.first``, for the dropout
+    masks). Rows are independent: threads share a batch by rows, except at a user layer,
+    which thread 0 runs on the whole batch. Returns False if a partner thread never came."""
     outs, scales, dense_x, identity = buffers[0], buffers[2], buffers[5], buffers[6]
     ops = model.ops
-    n, r1 = len(mine), r0 + len(mine)
+    r0, r1 = _mine(len(rows), threads)
+    mine, n, alive = rows[r0:r1], r1 - r0, True
     prev = dense_x[r0:r1]
     if ops[0, 0] != AFFINE or blas[ops[0, 1]]:
-        _gather(data.indptr, data.indices, data.values, mine, prev)
+        gather(data.indptr, data.indices, data.values, mine, prev)
     for i in range(len(ops)):
         kind, arg = ops[i, 0], ops[i, 1]
         out = outs[i][r0:r1]
@@ -240,9 +192,16 @@ def _forward(data, mine, r0, model, dropout, offset, blas, buffers):
             _activate(prev, out, arg, model.parameters[i])
         elif kind == DROPOUT:
             _dropout_op(dropout, arg, offset, prev, r0, out, scales[i][r0:r1])
+        elif kind == USER:  # (on every thread's rows: wait for them, and for its output)
+            alive = alive and _meet(threads, meeting)
+            if alive and threads.thread == 0:
+                whole = outs[i - 1][: len(rows)] if i > 0 else dense_x[: len(rows)]
+                _user_forward(model, threads, arg, whole, outs[i][: len(rows)])
+            alive = alive and _meet(threads, meeting)
         else:
             raise ValueError("unknown op kind (see table.py)")
         prev = out
+    return alive
 
 
 @chosen_by_type
@@ -261,6 +220,34 @@ def _loss(z, data, rows, batch, loss, grad):
             z, data.labels, rows, batch, grad)
     return lambda z, data, rows, batch, loss, grad: _probability_cross_entropy(
         z, data.labels, rows, batch, loss.clip_epsilon, grad)
+
+
+@chosen_by_type
+def _user_forward(model, threads, u, x, out):
+    """User layer u's forward (``users.user_forward``); nothing compiled for a model
+    without user layers."""
+    if not model.instance_class.user:
+        return lambda model, threads, u, x, out: None
+    return lambda model, threads, u, x, out: user_forward(threads.handle, u, x, out)
+
+
+@chosen_by_type
+def _user_backward(model, update, u, args, threads, dy, dx):
+    """User layer u's backward (``users.user_backward``: its dx, and its ``grads`` into
+    ``threads.user_grads``), then the update of each of its parameters. Returns whether
+    every updated value is finite; nothing compiled for a model without user layers."""
+    if not model.instance_class.user:
+        return lambda model, update, u, args, threads, dy, dx: True
+
+    def backward(model, update, u, args, threads, dy, dx):
+        user_backward(threads.handle, u, dy, dx)
+        finite = True
+        for p in range(model.users[u, 1], model.users[u, 1] + model.users[u, 2]):
+            g = threads.user_grads[p]
+            finite &= update_with(update, update.P[p], g, update.S, p, 0, len(g), args)
+        return finite
+
+    return backward
 
 
 @chosen_by_type
@@ -354,7 +341,7 @@ def train_steps(data, epoch, model, dropout, loss, update, threads):
         caller restores them. The sums count only the steps before the stop; the
         number classified right is counted by thread 0.
     """
-    buffers = _carve(threads.work, model.ops, model.Ws, model.bs, epoch.batch_size)
+    buffers = carve(threads.work, model, epoch.batch_size)
     blas = blas_in_training(model.ops, model.Ws)
     meeting = np.zeros(1, np.int64)
     loss_sum, correct, seen, touched = epoch.loss_sum, 0, 0, 0.0
@@ -382,13 +369,14 @@ def _step(data, epoch, step, model, dropout, loss, update, threads, buffers, bla
     rows = _batch(epoch, step)
     n = len(rows)
     r0, r1 = _mine(n, threads)
-    _forward(data, rows[r0:r1], r0, model, dropout, step - epoch.first, blas, buffers)
+    alive = _forward(data, rows, model, dropout, step - epoch.first, blas, buffers, threads,
+                     meeting)
     n_ops = len(model.ops)
     top = n_ops - 2 if loss.on_logits else n_ops - 1  # the op whose output the loss reads
     losses = _loss(outs[top][r0:r1], data, rows[r0:r1], n, loss, grads[top][r0:r1])
     for r in range(r1 - r0):
         threads.sample_losses[r0 + r] = losses[r]
-    fault = FINISHED if _meet(threads, meeting) else ABORTED
+    fault = FINISHED if alive and _meet(threads, meeting) else ABORTED
     batch_loss, right = np.float32(0), 0
     if fault == FINISHED:
         batch_loss = _batch_mean(threads.sample_losses, n)
@@ -405,14 +393,15 @@ def _step(data, epoch, step, model, dropout, loss, update, threads, buffers, bla
 
 @inline
 def _backward(data, rows, top, model, update, args, threads, buffers, blas, meeting):
-    """Backward, op by op from ``top`` down to the first affine op, with each affine op's
-    update once every thread has read its old weights; then the step's last meeting.
+    """Backward, op by op from ``top`` down to the first op with weights (affine or a
+    user's), with each affine op's update once every thread has read its old weights
+    (a user layer's, by thread 0, right after its backward); then the step's last meeting.
     Returns FINISHED, WEIGHTS_NOT_FINITE (some thread's update was not finite) or ABORTED."""
     outs, grads, scales = buffers[0], buffers[1], buffers[2]
     ops = model.ops
     r0, r1 = _mine(len(rows), threads)
-    first_affine = 0
-    while ops[first_affine, 0] != AFFINE:
+    first_affine = 0  # (the first op with weights: below it, no gradient is needed)
+    while ops[first_affine, 0] != AFFINE and ops[first_affine, 0] != USER:
         first_affine += 1
     finite, met, alive, pending = True, True, True, -1
     i = top
@@ -425,6 +414,19 @@ def _backward(data, rows, top, model, update, args, threads, buffers, blas, meet
         elif kind == DROPOUT:
             _scale(grads[i][r0:r1], scales[i][r0:r1], grads[i - 1][r0:r1])
             met = False
+        elif kind == USER:
+            if not met:  # it reads every thread's rows of its output's gradient
+                alive = _meet(threads, meeting)
+            if alive:
+                if pending >= 0:
+                    finite &= _update_part(update, model, pending, args, threads, buffers)
+                if threads.thread == 0:
+                    n = len(rows)
+                    dx = grads[i - 1][:n] if i > first_affine else grads[i][:0]
+                    finite &= _user_backward(model, update, arg, args, threads, grads[i][:n],
+                                             dx)
+                pending, met = -1, True
+                alive = _meet(threads, meeting)  # its dx is every thread's
         elif kind != AFFINE:
             raise ValueError("unknown op kind (see table.py)")
         else:

@@ -1,8 +1,9 @@
 """The one set of Numba options every compiled kernel of tinynn is built with.
 
 Everything in ``tinynn/compiled`` compiles through ``njit`` (a kernel of its own,
-kept on disk), ``inline`` (a short step copied into its caller) or ``chosen_by_type``
-(a compile-time choice between implementations).
+kept on disk; ``calling_python`` for one that calls back into Python), ``inline`` (a
+short step copied into its caller) or ``chosen_by_type`` (a compile-time choice between
+implementations).
 """
 
 from __future__ import annotations
@@ -29,6 +30,14 @@ def njit(function):
     """``numba.njit(**JIT)``, its compiled code kept on disk (``cache=True``, read as
     ``cache.py`` says)."""
     return cache.on_disk(numba.njit(**JIT)(function))
+
+
+def calling_python(function):
+    """``njit`` for a kernel with an ``objmode`` block (it calls back into Python: see
+    ``users.py``): the same options, except that it does not release the GIL, which the
+    block holds anyway (Numba warns of ``nogil`` with such a block). Its callers, compiled
+    with ``nogil``, still run without the GIL until they call it."""
+    return cache.on_disk(numba.njit(**{**JIT, "nogil": False})(function))
 
 
 def inline(function):

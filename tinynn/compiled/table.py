@@ -19,12 +19,14 @@ the checklist).
 
 from __future__ import annotations
 
+import math
+
 from tinynn import activations, layers, losses, optimizers, reference
 from tinynn.training import Fault
 
 # ---------------------------------------------------------------- op kinds
 #: What the fused step does for one op row ``[kind, arg, width]`` (and a float parameter).
-AFFINE, ACTIVATE, DROPOUT = range(3)
+AFFINE, ACTIVATE, DROPOUT, USER = range(4)
 #: How a run of fused steps ended: the textbook's ``training.Fault``, as plain ints.
 FINISHED, LOSS_NOT_FINITE, WEIGHTS_NOT_FINITE, ABORTED = (
     int(Fault.NONE), int(Fault.LOSS), int(Fault.WEIGHTS), int(Fault.ABORTED))
@@ -85,13 +87,20 @@ def lower_nothing(layer, width: int, training: bool) -> list[tuple]:
     return []
 
 
+def lower_user(layer, width: int, training: bool) -> list[tuple]:
+    """A layer with no row here (a user's, or a subclass of a built-in), in training: the
+    fused step calls its own forward and backward (``users.py``); the engine numbers the
+    user layers it meets."""
+    return [(USER, -1, int(math.prod(layer.compute_output_shape(layer.input_shape))), 0.0)]
+
+
 #: The row of a built-in that has compiled twins (``kernels.py``) but no fused ops: a model
 #: with one trains step by step, layer by layer, each layer's twins compiled. (A
 #: convolution's step is mostly arithmetic: crossing from Python once a layer costs little.)
 STEP_BY_STEP = None
 
 #: Built-in layer classes and their lowerings: exactly these classes (a subclass may have
-#: changed the math, so it runs step by step).
+#: changed the math: it trains as a user's layer, ``lower_user``).
 LAYERS = {
     layers.Dense: lower_dense,
     layers.Activation: lower_activation,
