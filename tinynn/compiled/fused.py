@@ -75,7 +75,6 @@ from tinynn.compiled.table import (
 )
 from tinynn.compiled.table import UPDATES as UPDATES_BY_CODE
 from tinynn.compiled.updates import update_with
-from tinynn.compiled.users import user_backward, user_forward
 from tinynn.compiled.workspace import carve, gather
 
 #: The training inputs as compressed sparse rows, class labels (N,), and target rows
@@ -192,12 +191,10 @@ def _forward(data, rows, model, dropout, offset, blas, buffers, threads, meeting
             _activate(prev, out, arg, model.parameters[i])
         elif kind == DROPOUT:
             _dropout_op(dropout, arg, offset, prev, r0, out, scales[i][r0:r1])
-        elif kind == USER:  # (on every thread's rows: wait for them, and for its output)
-            alive = alive and _meet(threads, meeting)
-            if alive and threads.thread == 0:
-                whole = outs[i - 1][: len(rows)] if i > 0 else dense_x[: len(rows)]
-                _user_forward(model, threads, arg, whole, outs[i][: len(rows)])
-            alive = alive and _meet(threads, meeting)
+        elif kind == USER:
+            whole = outs[i - 1][: len(rows)] if i > 0 else dense_x[: len(rows)]
+            alive = alive and _user_forward(model, threads, meeting, arg, whole,
+                                            outs[i][: len(rows)])
         else:
             raise ValueError("unknown op kind (see table.py)")
         prev = out
@@ -223,29 +220,41 @@ def _loss(z, data, rows, batch, loss, grad):
 
 
 @chosen_by_type
-def _user_forward(model, threads, u, x, out):
-    """User layer u's forward (``users.user_forward``); nothing compiled for a model
-    without user layers."""
+def _user_forward(model, threads, meeting, u, x, out):
+    """User layer u's forward on the whole batch (``users.user_forward``), by thread 0
+    once every thread's rows of x are written; every thread then waits for its output.
+    Returns False if a partner thread never came. (Nothing compiled for a model without
+    user layers: its fused step stays as small, and as quick to compile.)"""
     if not model.instance_class.user:
-        return lambda model, threads, u, x, out: None
-    return lambda model, threads, u, x, out: user_forward(threads.handle, u, x, out)
+        return lambda model, threads, meeting, u, x, out: True
+    from tinynn.compiled.users import user_forward  # (Numba's objmode: only if needed)
+
+    def forward(model, threads, meeting, u, x, out):
+        alive = _meet(threads, meeting)
+        if alive and threads.thread == 0:
+            user_forward(threads.handle, u, x, out)
+        return alive and _meet(threads, meeting)
+
+    return forward
 
 
 @chosen_by_type
-def _user_backward(model, update, u, args, threads, dy, dx):
-    """User layer u's backward (``users.user_backward``: its dx, and its ``grads`` into
-    ``threads.user_grads``), then the update of each of its parameters. Returns whether
-    every updated value is finite; nothing compiled for a model without user layers."""
+def _user_backward(model, update, u, args, threads, meeting, dy, dx, finite):
+    """User layer u's backward by thread 0 (``users.user_backward``: its dx, and its
+    ``grads`` into ``threads.user_grads``), then the update of each of its parameters;
+    every thread then waits for its dx. Returns (whether every partner came, ``finite``
+    and whether every updated value is finite), as ``_user_forward``."""
     if not model.instance_class.user:
-        return lambda model, update, u, args, threads, dy, dx: True
+        return lambda model, update, u, args, threads, meeting, dy, dx, finite: (True, finite)
+    from tinynn.compiled.users import user_backward
 
-    def backward(model, update, u, args, threads, dy, dx):
-        user_backward(threads.handle, u, dy, dx)
-        finite = True
-        for p in range(model.users[u, 1], model.users[u, 1] + model.users[u, 2]):
-            g = threads.user_grads[p]
-            finite &= update_with(update, update.P[p], g, update.S, p, 0, len(g), args)
-        return finite
+    def backward(model, update, u, args, threads, meeting, dy, dx, finite):
+        if threads.thread == 0:
+            user_backward(threads.handle, u, dy, dx)
+            for p in range(model.users[u, 1], model.users[u, 1] + model.users[u, 2]):
+                g = threads.user_grads[p]
+                finite &= update_with(update, update.P[p], g, update.S, p, 0, len(g), args)
+        return _meet(threads, meeting), finite
 
     return backward
 
@@ -414,27 +423,20 @@ def _backward(data, rows, top, model, update, args, threads, buffers, blas, meet
         elif kind == DROPOUT:
             _scale(grads[i][r0:r1], scales[i][r0:r1], grads[i - 1][r0:r1])
             met = False
-        elif kind == USER:
-            if not met:  # it reads every thread's rows of its output's gradient
-                alive = _meet(threads, meeting)
-            if alive:
-                if pending >= 0:
-                    finite &= _update_part(update, model, pending, args, threads, buffers)
-                if threads.thread == 0:
-                    n = len(rows)
-                    dx = grads[i - 1][:n] if i > first_affine else grads[i][:0]
-                    finite &= _user_backward(model, update, arg, args, threads, grads[i][:n],
-                                             dx)
-                pending, met = -1, True
-                alive = _meet(threads, meeting)  # its dx is every thread's
-        elif kind != AFFINE:
+        elif kind != AFFINE and kind != USER:
             raise ValueError("unknown op kind (see table.py)")
-        else:
-            if not met:  # the weight gradient sums over every thread's rows
+        else:  # an op with weights: its gradients read every thread's rows
+            if not met:
                 alive = _meet(threads, meeting)
-            if alive:
-                if pending >= 0:
-                    finite &= _update_part(update, model, pending, args, threads, buffers)
+            if alive and pending >= 0:
+                finite &= _update_part(update, model, pending, args, threads, buffers)
+            if alive and kind == USER:
+                n = len(rows)
+                dx = grads[i - 1][:n] if i > first_affine else grads[i][:0]
+                alive, finite = _user_backward(model, update, arg, args, threads, meeting,
+                                               grads[i][:n], dx, finite)
+                pending, met = -1, True
+            elif alive:
                 _affine_backward(data, rows, i, first_affine, model, threads, buffers, blas)
                 pending, met = arg, False
                 if i == first_affine:  # nobody reads these weights again in this step
