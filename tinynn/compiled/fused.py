@@ -192,9 +192,7 @@ def _forward(data, rows, model, dropout, offset, blas, buffers, threads, meeting
         elif kind == DROPOUT:
             _dropout_op(dropout, arg, offset, prev, r0, out, scales[i][r0:r1])
         elif kind == USER:
-            whole = outs[i - 1][: len(rows)] if i > 0 else dense_x[: len(rows)]
-            alive = alive and _user_forward(model, threads, meeting, arg, whole,
-                                            outs[i][: len(rows)])
+            alive = alive and _user_forward(model, threads, meeting, i, len(rows), buffers)
         else:
             raise ValueError("unknown op kind (see table.py)")
         prev = out
@@ -220,37 +218,42 @@ def _loss(z, data, rows, batch, loss, grad):
 
 
 @chosen_by_type
-def _user_forward(model, threads, meeting, u, x, out):
-    """User layer u's forward on the whole batch (``users.user_forward``), by thread 0
-    once every thread's rows of x are written; every thread then waits for its output.
-    Returns False if a partner thread never came. (Nothing compiled for a model without
-    user layers: its fused step stays as small, and as quick to compile.)"""
+def _user_forward(model, threads, meeting, i, n, buffers):
+    """Op i's user layer's forward on the whole batch of n (``users.user_forward``), by
+    thread 0 once every thread's rows of its input are written; every thread then waits
+    for its output. Returns False if a partner thread never came. (Nothing compiled for a
+    model without user layers: its fused step stays as small, and as quick to compile.)"""
     if not model.instance_class.user:
-        return lambda model, threads, meeting, u, x, out: True
+        return lambda model, threads, meeting, i, n, buffers: True
     from tinynn.compiled.users import user_forward  # (Numba's objmode: only if needed)
 
-    def forward(model, threads, meeting, u, x, out):
+    def forward(model, threads, meeting, i, n, buffers):
+        outs, dense_x = buffers[0], buffers[5]
         alive = _meet(threads, meeting)
         if alive and threads.thread == 0:
-            user_forward(threads.handle, u, x, out)
+            x = outs[i - 1][:n] if i > 0 else dense_x[:n]
+            user_forward(threads.handle, model.ops[i, 1], x, outs[i][:n])
         return alive and _meet(threads, meeting)
 
     return forward
 
 
 @chosen_by_type
-def _user_backward(model, update, u, args, threads, meeting, dy, dx, finite):
-    """User layer u's backward by thread 0 (``users.user_backward``: its dx, and its
-    ``grads`` into ``threads.user_grads``), then the update of each of its parameters;
-    every thread then waits for its dx. Returns (whether every partner came, ``finite``
-    and whether every updated value is finite), as ``_user_forward``."""
+def _user_backward(model, update, i, first, args, threads, meeting, n, buffers, finite):
+    """Op i's user layer's backward by thread 0 (``users.user_backward``: its dx, none for
+    the ``first`` op with weights, and its ``grads`` into ``threads.user_grads``), then the
+    update of each of its parameters; every thread then waits for its dx. Returns (whether
+    every partner came, ``finite`` and whether every updated value is finite)."""
     if not model.instance_class.user:
-        return lambda model, update, u, args, threads, meeting, dy, dx, finite: (True, finite)
+        return lambda model, update, i, first, args, threads, meeting, n, buffers, finite: (
+            True, finite)
     from tinynn.compiled.users import user_backward
 
-    def backward(model, update, u, args, threads, meeting, dy, dx, finite):
+    def backward(model, update, i, first, args, threads, meeting, n, buffers, finite):
+        grads, u = buffers[1], model.ops[i, 1]
         if threads.thread == 0:
-            user_backward(threads.handle, u, dy, dx)
+            user_backward(threads.handle, u, grads[i][:n],
+                          grads[i - 1][:n] if i > first else grads[i][:0])
             for p in range(model.users[u, 1], model.users[u, 1] + model.users[u, 2]):
                 g = threads.user_grads[p]
                 finite &= update_with(update, update.P[p], g, update.S, p, 0, len(g), args)
@@ -431,10 +434,8 @@ def _backward(data, rows, top, model, update, args, threads, buffers, blas, meet
             if alive and pending >= 0:
                 finite &= _update_part(update, model, pending, args, threads, buffers)
             if alive and kind == USER:
-                n = len(rows)
-                dx = grads[i - 1][:n] if i > first_affine else grads[i][:0]
-                alive, finite = _user_backward(model, update, arg, args, threads, meeting,
-                                               grads[i][:n], dx, finite)
+                alive, finite = _user_backward(model, update, i, first_affine, args, threads,
+                                               meeting, len(rows), buffers, finite)
                 pending, met = -1, True
             elif alive:
                 _affine_backward(data, rows, i, first_affine, model, threads, buffers, blas)
