@@ -9,7 +9,7 @@ import pytest
 
 import tinynn
 from tinynn import layers, optimizers, training
-from tinynn.compiled import engine
+from tinynn.compiled import engine, users
 from tinynn.models import NonFiniteWarning
 
 pytestmark = pytest.mark.compiled
@@ -171,6 +171,7 @@ def test_an_error_in_a_users_layer_reaches_fit_and_changes_nothing(where, thread
     for a, b in zip(before, model.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert model.optimizer.iterations == iterations
+    assert not users._RUNS  # the fit's layers are not kept alive by the registry
 
 
 class WrongShape(Scale):
