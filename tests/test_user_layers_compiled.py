@@ -15,22 +15,21 @@ from tinynn.models import NonFiniteWarning
 pytestmark = pytest.mark.compiled
 
 
-class Scale(layers.Layer):
-    """y = x · w, one weight per feature; records the training flags it saw."""
+class Shift(layers.Layer):
+    """y = x + b, one trained offset per feature; records the training flags it saw."""
 
     def build(self, input_shape):
-        self.params["w"] = np.linspace(0.5, 1.5, int(np.prod(input_shape)), dtype=np.float32
+        self.params["b"] = np.linspace(-0.5, 0.5, int(np.prod(input_shape)), dtype=np.float32
                                        ).reshape(input_shape)
         super().build(input_shape)
 
     def forward(self, x, training=False):
         self.seen = getattr(self, "seen", []) + [training]
-        self.x = x
-        return x * self.params["w"]
+        return x + self.params["b"]
 
     def backward(self, dy):
-        self.grads["w"] = (dy * self.x).sum(axis=0)
-        return dy * self.params["w"]
+        self.grads["b"] = dy.sum(axis=0)
+        return dy
 
 
 class FlatDense(layers.Layer):
@@ -75,13 +74,13 @@ def data(n=120, shape=(12,), classes=4, seed=0):
 
 MODELS = {
     "scale between dense, adam": (
-        lambda: [layers.Dense(10, activation="relu"), Scale(),
+        lambda: [layers.Dense(10, activation="relu"), Shift(),
                  layers.Dense(4, activation="sigmoid")], "adam", (12,)),
     "user first, dropout, rmsprop": (
         lambda: [FlatDense(), layers.Activation("relu"), layers.Dropout(0.25, seed=2),
                  layers.Dense(4, activation="softmax")], "rmsprop", (4, 3)),
     "two user layers, sgd with momentum": (
-        lambda: [Scale(), layers.Dense(8, activation="tanh"), Double(),
+        lambda: [Shift(), layers.Dense(8, activation="tanh"), Double(),
                  layers.Dense(4)], lambda: optimizers.SGD(0.05, momentum=0.9), (12,)),
 }
 
@@ -120,14 +119,14 @@ def test_a_users_layer_trains_compiled_as_it_does_step_by_step(name, monkeypatch
 
 def test_the_users_layer_keeps_its_contract_in_the_compiled_step(monkeypatch):
     model, _ = fit("scale between dense, adam", True, monkeypatch)
-    scale = model.layers[1]
-    assert scale.seen == [True] * 16  # one forward a step, in training mode
-    assert not np.allclose(scale.params["w"], np.linspace(0.5, 1.5, 10))  # it trained
+    shift = model.layers[1]
+    assert shift.seen == [True] * 16  # one forward a step, in training mode
+    assert not np.allclose(shift.params["b"], np.linspace(-0.5, 0.5, 10))  # it trained
     model, _ = fit("user first, dropout, rmsprop", True, monkeypatch)
     assert model.layers[0].asked is False  # nobody reads the first layer's dx
 
 
-class Failing(Scale):
+class Failing(Shift):
     """Raises in forward or backward at its third call."""
 
     def __init__(self, where):
@@ -174,7 +173,7 @@ def test_an_error_in_a_users_layer_reaches_fit_and_changes_nothing(where, thread
     assert not users._RUNS  # the fit's layers are not kept alive by the registry
 
 
-class WrongShape(Scale):
+class WrongShape(Shift):
     def forward(self, x, training=False):
         return super().forward(x, training)[:, :3]
 
@@ -189,7 +188,7 @@ def test_a_users_output_of_the_wrong_shape_is_named(monkeypatch):
         np.testing.assert_array_equal(a, b)
 
 
-class NaNGradient(Scale):
+class NaNGradient(Shift):
     """Its gradient is NaN from the fourth step on (counted in ``state``, which fit puts
     back with the weights when it undoes a step)."""
 
@@ -201,7 +200,7 @@ class NaNGradient(Scale):
         dx = super().backward(dy)
         self.state["steps"] += 1
         if self.state["steps"][0] >= 4:
-            self.grads["w"] = np.full_like(self.grads["w"], np.nan)
+            self.grads["b"] = np.full_like(self.grads["b"], np.nan)
         return dx
 
 
