@@ -331,6 +331,40 @@ def test_a_fault_stops_fit_even_if_a_callback_unsets_stop_training(backend):
     assert history.stopped_early["epoch"] == 0 and len(history.history["loss"]) == 1
 
 
+class Unrepeatable(layers.Layer):
+    """y = x · w; from its third backward on, NaN gradients, counted in a plain attribute
+    (not ``state``), so that the steps fit runs again after a fault break too."""
+
+    def build(self, input_shape):
+        self.params["w"] = np.ones(input_shape, np.float32)
+        super().build(input_shape)
+
+    def forward(self, x, training=False):
+        self.x = x
+        return x * self.params["w"]
+
+    def backward(self, dy):
+        self.calls = getattr(self, "calls", 0) + 1
+        self.grads["w"] = (dy * self.x).sum(axis=0) * (np.nan if self.calls >= 3 else 1)
+        return dy * self.params["w"]
+
+
+def test_a_step_that_breaks_when_run_again_is_undone_too(backend):
+    tinynn.utils.set_random_seed(0)
+    model = tinynn.Sequential([layers.Input((X.shape[1],)), layers.Dense(5, activation="relu"),
+                               Unrepeatable(), layers.Dense(3, activation="softmax")])
+    model.compile(optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    start = model.get_weights()
+    with pytest.warns(NonFiniteWarning, match="training stopped"):
+        history = model.fit(X, Y, batch_size=4, epochs=2, verbose=0, shuffle=False)
+    # The third step broke; run again from the call's start, the first step broke: fit
+    # stops there, with the weights from before it.
+    assert (history.stopped_early["epoch"], history.stopped_early["step"]) == (0, 0)
+    assert model.optimizer.iterations == 0
+    for a, b in zip(start, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_fault_in_a_later_epoch_reports_it(backend):
     model = fault_model(optimizers.SGD(learning_rate=0.1))
     model.fit(X, Y, batch_size=4, epochs=1, verbose=0)

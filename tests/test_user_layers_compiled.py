@@ -211,3 +211,56 @@ def test_a_users_nan_gradient_stops_fit_with_the_weights_before_it(monkeypatch):
         history = model.fit(x, y, batch_size=16, epochs=2, verbose=0)
     assert history.stopped_early["step"] == 3 and model.optimizer.iterations == 3
     assert all(np.isfinite(w).all() for w in model.get_weights())
+
+
+class Rebinding(Shift):
+    """Replaces its parameter instead of changing it in place (a clipping constraint)."""
+
+    def forward(self, x, training=False):
+        self.params["b"] = np.clip(self.params["b"], -0.4, 0.4)
+        return super().forward(x, training)
+
+
+def test_a_parameter_replaced_while_training_is_refused(monkeypatch):
+    x, y = data()
+    model = model_around(Rebinding(name="rebinding"))
+    before = model.get_weights()
+    with tinynn.backend.using("numba"), pytest.raises(ValueError, match="'rebinding'.*in place"):
+        model.fit(x, y, batch_size=16, verbose=0)
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+class Keeping(Shift):
+    """Keeps every input it is given."""
+
+    def forward(self, x, training=False):
+        self.kept = getattr(self, "kept", []) + [x]
+        return super().forward(x, training)
+
+
+def test_a_users_layer_may_keep_its_inputs(monkeypatch):
+    x, y = data()
+    model = model_around(Keeping())
+    with tinynn.backend.using("numba"):
+        model.fit(x, y, batch_size=16, verbose=0, shuffle=False)
+    kept = model.layers[1].kept
+    assert len(kept) == 8 and not any(np.shares_memory(a, b) for a, b in zip(kept, kept[1:]))
+
+
+class MyDense(layers.Dense):
+    """A user's subclass of a built-in: its own class, so its own math as far as tinynn knows."""
+
+
+@pytest.mark.parametrize("last", [lambda: Shift(), lambda: MyDense(4, activation="softmax")])
+def test_a_users_last_layer_or_a_layer_held_twice_trains_step_by_step(last):
+    """A user's last layer may keep logits for the loss, which the loss reads as it runs; a
+    layer held twice would be updated twice by the fused step."""
+    model = tinynn.Sequential([tinynn.Input(shape=(12,)), layers.Dense(4), last()])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    assert engine.plan(model, training=True) is None
+    shift = Shift()
+    model = tinynn.Sequential([tinynn.Input(shape=(12,)), layers.Dense(4), shift, shift,
+                               layers.Dense(4, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    assert engine.plan(model, training=True) is None

@@ -229,14 +229,20 @@ def train_epoch(model, runner, data, order, batch_size: int, calls: Calls, hooks
             restore(model, saved)
             raise
         calls.took(last - first, time.perf_counter() - copied, copied - started)
-        if fault:
+        while fault:
             # Back to the start of this call, then the good steps again (they compute
             # the same thing twice, bit for bit): whatever the broken step changed
-            # (weights, or only Dropout's counters) is undone on either runner.
+            # (weights, or only Dropout's counters) is undone on either runner. If a step
+            # breaks the second time round (a user's layer whose numbers do not repeat),
+            # the stop moves back to it, until the steps before it run clean.
             restore(model, saved)
-            if stop > first:
-                loss_sum, correct, seen, _, _ = runner.run(data, order, batch_size, first, stop,
-                                                           totals.loss_sum)
+            if stop == first:
+                break
+            loss_sum, correct, seen, again, fault_again = runner.run(
+                data, order, batch_size, first, stop, totals.loss_sum)
+            if not fault_again:
+                break
+            stop, fault = again, fault_again
         totals.resume(loss_sum, correct, seen)
         if fault:
             return totals.logs(), report_fault(place.epoch, stop, Fault(fault), verbose)

@@ -128,12 +128,18 @@ def plan(model, training: bool) -> Plan | None:
     (the layers checked them against their built shapes: ``Layer.check``) and at least
     one Dense layer (``training.compiled_plan`` asks, on the numba backend); for
     training, the loss and the optimizer must have rows too, and a layer with no row
-    (a user's) runs inside the fused step as a ``USER`` op.
+    (a user's) runs inside the fused step as a ``USER`` op, unless it is the last.
     """
     if not model.built:
         return None
     leaves = model.leaf_layers
     if any(_lowering(layer, training) is table.STEP_BY_STEP for layer in leaves):
+        return None
+    # A user's last layer may keep logits for the loss, decided as it runs (the logits
+    # rule, ``losses``); a layer held twice would be updated twice. Both go step by step.
+    if _lowering(leaves[-1], training) is table.lower_user:
+        return None
+    if len({id(layer) for layer in leaves}) != len(leaves):
         return None
     if not any(isinstance(layer, layers.Dense) for layer in leaves):
         return None
@@ -204,8 +210,9 @@ class CompiledRunner:
         empty = np.empty(0, np.float32)
         # The gradients of user layers' parameters, flat, where the fused update reads them
         # (``users.py`` copies each layer's ``grads`` there); empty for the built-ins'.
-        self.user_grads = [[np.zeros(p.size, np.float32) for p in u.params.values()]
-                           for u in fused_plan.users]
+        self.user_params = [list(u.params.values()) for u in fused_plan.users]
+        self.user_grads = [[np.zeros(p.size, np.float32) for p in params]
+                           for params in self.user_params]
         mine = {where[id(u)] + k: g for u, gs in zip(fused_plan.users, self.user_grads)
                 for k, g in enumerate(gs)}
         self.G = tuple(mine.get(i, empty) for i in range(len(self.P)))
@@ -280,7 +287,8 @@ class CompiledRunner:
         _announce_compiling(kernel)
         sync = _compiled("sync").new(self.threads)
         users = _compiled("users") if p.users else None
-        handle = users.register(p.users, self.user_grads) if users else -1
+        handle = (users.register(p.users, self.user_params, self.user_grads) if users
+                  else -1)
 
         def thread(t: int) -> tuple:
             try:

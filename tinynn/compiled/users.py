@@ -22,16 +22,18 @@ from numba import objmode
 from tinynn.compiled.jit import calling_python
 from tinynn.layers.base import call_forward, takes
 
-#: The user layers of each running fit, and their gradient buffers, by handle.
-_RUNS: dict[int, tuple[list, list]] = {}
+#: The user layers of each running fit, their parameters as the fit found them, and
+#: their gradient buffers, by handle.
+_RUNS: dict[int, tuple[list, list, list]] = {}
 _HANDLES = itertools.count()
 
 
-def register(user_layers: list, grads: list) -> int:
-    """A handle for this fit's user layers; ``grads[u]`` holds layer u's flat gradient
-    buffers, one per parameter, in ``params`` order (the fused update reads them)."""
+def register(user_layers: list, params: list, grads: list) -> int:
+    """A handle for this fit's user layers; ``params[u]`` are layer u's parameter arrays
+    (the fused update writes these), ``grads[u]`` its flat gradient buffers, one per
+    parameter, in ``params`` order (the fused update reads them)."""
     handle = next(_HANDLES)
-    _RUNS[handle] = (user_layers, grads)
+    _RUNS[handle] = (user_layers, params, grads)
     return handle
 
 
@@ -42,7 +44,9 @@ def release(handle: int) -> None:
 def _forward(handle: int, u: int, x: np.ndarray, out: np.ndarray) -> None:
     """out = user layer u's forward of x (n, width), in training mode."""
     layer = _RUNS[handle][0][u]
-    y = np.asarray(call_forward(layer, x.reshape(len(x), *layer.input_shape), True))
+    # (A copy, as step by step, where each layer's output is a new array: the buffer is
+    # the next step's too, and a layer may keep what it is given.)
+    y = np.asarray(call_forward(layer, x.reshape(len(x), *layer.input_shape).copy(), True))
     expected = (len(x), *layer.compute_output_shape(layer.input_shape))
     if y.shape != expected:
         raise ValueError(f"layer {layer.name!r}: forward returned shape {y.shape}, but "
@@ -53,11 +57,16 @@ def _forward(handle: int, u: int, x: np.ndarray, out: np.ndarray) -> None:
 def _backward(handle: int, u: int, dy: np.ndarray, dx: np.ndarray) -> None:
     """dx = user layer u's backward of dy (nothing kept when dx is empty: the first layer);
     its ``grads`` copied to the flat buffers the update reads."""
-    layers, buffers = _RUNS[handle]
+    layers, params, buffers = _RUNS[handle]
     layer = layers[u]
     options = {"need_dx": False} if not dx.size and takes(type(layer).backward, "need_dx") else {}
     out_shape = layer.compute_output_shape(layer.input_shape)
-    d = layer.backward(dy.reshape(len(dy), *out_shape), **options)
+    d = layer.backward(dy.reshape(len(dy), *out_shape).copy(), **options)
+    if len(layer.params) != len(params[u]) or any(
+            p is not q for p, q in zip(layer.params.values(), params[u])):
+        raise ValueError(f"layer {layer.name!r}: its params are not the arrays fit started "
+                         f"with; the optimizer updates those: change a parameter in place "
+                         f"(w[...] = …), never replace or add one while training")
     if dx.size:
         d = np.asarray(d)
         if d.shape != (len(dx), *layer.input_shape):
