@@ -3,6 +3,9 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# Fits wait for their fused step to compile, so that the tests test the compiled step and
+# start no compiling processes (the step run meanwhile as Python: tests/test_meanwhile.py).
+test check test-other-cpu test-nojit test-browser site notebooks: export TINYNN_COMPILE ?= foreground
 
 .PHONY: demo draw check test test-other-cpu test-nojit test-browser browser-deps bench docs \
 	site notebooks clean

@@ -117,7 +117,8 @@ class Plan:
         users = np.array([(math.prod(u.input_shape), at.get(id(u), 0), len(u.params))
                           for u in self.users], np.int64).reshape(-1, 3)
         fused = _fused()
-        kind = fused.MODELS[bool(fused.any_blas(self.Ws)), bool(self.users)]
+        any_blas = _compiled("meanwhile").python_twin(fused.any_blas)  # (nothing to compile)
+        kind = fused.MODELS[bool(any_blas(self.Ws)), bool(self.users)]
         return kind(self.ops, self.parameters, self.Ws, self.bs, index, users)
 
 
@@ -176,7 +177,8 @@ def training_threads(fused_plan: Plan) -> int:
     for them (the benchmark's hidden-user model: 7.4 s/epoch on two threads, 0.50 on one,
     2026-12-07)."""
     count = threads()
-    if _fused().blas_in_training(fused_plan.ops, fused_plan.Ws).any():
+    blas_in_training = _compiled("meanwhile").python_twin(_fused().blas_in_training)
+    if blas_in_training(fused_plan.ops, fused_plan.Ws).any():
         return 1
     if fused_plan.users and not os.environ.get(THREADS_VAR, "").strip():
         return 1
@@ -251,9 +253,37 @@ class CompiledRunner:
                 ends = np.searchsorted(total, np.linspace(0, total[-1], t + 1))
                 splits[a] = np.clip(np.round(ends / rows) * rows, 0, len(W))
                 splits[a, 0], splits[a, -1] = 0, len(W)
-            work = _compiled("workspace").workspace(self.fused_model, batch_size)
+            workspace = _compiled("meanwhile").python_twin(_compiled("workspace").workspace)
+            work = workspace(self.fused_model, batch_size)  # (as Python: nothing to compile)
             self._buffers = {batch_size: (work, np.empty(batch_size), splits)}
         return self._buffers[batch_size]
+
+    def _kernel(self, groups: tuple, work, sample_losses, splits) -> tuple:
+        """The fused step to run and on how many threads: compiled, or, while it compiles
+        in another process, its Python twin on one thread (``meanwhile.py``)."""
+        kernel, meanwhile = _fused().train_steps, _compiled("meanwhile")
+        if meanwhile.background():
+            threads = _fused().Threads(0, self.threads, splits, _compiled("sync").new(1),
+                                       work, sample_losses, self.G, -1)
+            step = meanwhile.job(kernel, (*groups, threads))
+            if not meanwhile.ready(kernel, step[2]) \
+                    and meanwhile.compile_elsewhere((*self._predict_job(), step)):
+                if not _announce_compiling.done:
+                    _announce_compiling.done = True
+                    print("tinynn: compiling the training step in the background, first "
+                          "run only; training meanwhile…", file=sys.stderr, flush=True)
+                return meanwhile.python_twin(kernel), 1
+        _announce_compiling(kernel)
+        return kernel, self.threads
+
+    def _predict_job(self) -> tuple:
+        """predict's kernel for this model, to compile before the step (only the types of
+        the arguments matter): an evaluate after a first fit may need it soon."""
+        if self.plan.users:  # (predict goes layer by layer)
+            return ()
+        some = np.empty((1, 1), np.float32)
+        return (_compiled("meanwhile").job(_compiled("inference").forward_rows,
+                                           (some, 0, 1, self.plan.model(), some, some)),)
 
     def prepare(self, x: np.ndarray, y: np.ndarray):
         """The data as the kernel reads it (``fused.Data``): x as compressed sparse rows
@@ -283,16 +313,17 @@ class CompiledRunner:
                       self.rates, self.seeds, counters),
                   self.loss_rule, fused.UPDATES[self.update](self.update, self.P, self.S,
                                                              arguments))
-        kernel = fused.train_steps
-        _announce_compiling(kernel)
-        sync = _compiled("sync").new(self.threads)
+        kernel, count = self._kernel(groups, work, sample_losses, splits)
+        if count == 1:
+            splits = splits[:, [0, -1]]  # one thread: every kernel row its own
+        sync = _compiled("sync").new(count)
         users = _compiled("users") if p.users else None
         handle = (users.register(p.users, self.user_params, self.user_grads) if users
                   else -1)
 
         def thread(t: int) -> tuple:
             try:
-                return kernel(*groups, fused.Threads(t, self.threads, splits, sync, work,
+                return kernel(*groups, fused.Threads(t, count, splits, sync, work,
                                                      sample_losses, self.G, handle))
             except BaseException:
                 _compiled("sync").abort(sync)  # the other threads stop waiting for this one
@@ -300,7 +331,7 @@ class CompiledRunner:
 
         others = []
         try:
-            for t in range(1, self.threads):
+            for t in range(1, count):
                 others.append(_training_pool().submit(thread, t))
             result = thread(0)
         except BaseException:

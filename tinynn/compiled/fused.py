@@ -146,7 +146,7 @@ def any_blas(Ws):
     return found
 
 
-@njit
+@inline
 def blas_in_training(ops, Ws):
     """Which affine ops multiply through BLAS in ``train_steps``: kernels of at least
     ``BLAS_MIN_WEIGHTS`` weights, except a sparse first layer when no other kernel is that
@@ -296,14 +296,16 @@ def _dropout_op(dropout, arg, offset, x, r0, y, s):
 
 @inline
 def _batch_mean(sample_losses, n):
-    """The mean of the first n per-sample losses, in float32 as Keras reports it: each
-    loss rounded to float32, summed (in vector lanes: ``reassoc``, as in every kernel
-    here), divided by n. A loop rather than ``.mean()``: numba keeps its array methods in
-    a module whose loading imports SciPy's linalg, ~0.3 s of a process's first fit even
-    with every kernel compiled already."""
-    total = np.float32(0)
+    """The mean of the first n per-sample losses, as Keras reports it: each loss rounded
+    to float32, their sum, divided by n, rounded to float32. The sum is in float64, where
+    it is exact for any losses within ~2^30/n of each other: so it does not depend on the
+    order the vector lanes add in (``reassoc``), and the step run as Python
+    (``meanwhile.py``) gets the same number. A loop rather than ``.mean()``: numba keeps
+    its array methods in a module whose loading imports SciPy's linalg, ~0.3 s of a
+    process's first fit even with every kernel compiled already."""
+    total = 0.0
     for r in range(n):
-        total += np.float32(sample_losses[r])
+        total += np.float64(np.float32(sample_losses[r]))
     return np.float32(total / n)
 
 
@@ -455,10 +457,9 @@ def _backward(data, rows, top, model, update, args, threads, buffers, blas, meet
 
 @inline
 def _scale(dout, s, dx):
-    """Dropout's backward on this thread's rows: dx = dout · s."""
-    for r in range(dout.shape[0]):
-        for j in range(dout.shape[1]):
-            dx[r, j] = dout[r, j] * s[r, j]
+    """Dropout's backward on this thread's rows: dx = dout · s (a ufunc into dx: one loop
+    compiled, and NumPy's own when the step runs as Python, ``meanwhile.py``)."""
+    np.multiply(dout, s, dx)
 
 
 @inline

@@ -37,7 +37,9 @@ def calling_python(function):
     ``users.py``): the same options, except that it does not release the GIL, which the
     block holds anyway (Numba warns of ``nogil`` with such a block). Its callers, compiled
     with ``nogil``, still run without the GIL until they call it."""
-    return cache.on_disk(numba.njit(**{**JIT, "nogil": False})(function))
+    kernel = cache.on_disk(numba.njit(**{**JIT, "nogil": False})(function))
+    kernel.calls_python = True  # (run as Python by ``meanwhile.python_twin``)
+    return kernel
 
 
 def inline(function):
@@ -63,6 +65,7 @@ def chosen_by_type(function):
         return function(*(_Typed(type(a)) for a in args))(*args)
 
     stub.__name__ = stub.__qualname__ = function.__name__
+    stub.choose = function  # (made at run time by ``meanwhile.python_twin``)
     overload(stub, inline="always", jit_options=JIT)(function)
     return stub
 

@@ -15,11 +15,12 @@ from tinynn.compiled.table import AFFINE, DROPOUT, USER
 
 @inline
 def gather(indptr, indices, values, rows, out):
-    """Dense rows out[r] = x[rows[r]] from compressed sparse rows."""
+    """Dense rows out[r] = x[rows[r]] from compressed sparse rows (a row at a time, so that
+    the step run as Python, ``meanwhile.py``, does it in NumPy)."""
     out[:] = 0
     for r in range(len(rows)):
-        for p in range(indptr[rows[r]], indptr[rows[r] + 1]):
-            out[r, indices[p]] = values[p]
+        start, end = indptr[rows[r]], indptr[rows[r] + 1]
+        out[r][indices[start:end]] = values[start:end]
 
 
 @inline
@@ -56,8 +57,13 @@ def layout(model, batch_size):
 
 @njit
 def workspace(model, batch_size):
-    """The buffers of a training step, flat: made once, shared by the threads of a call."""
-    return np.empty(layout(model, batch_size)[-1], np.float32)
+    """The buffers of a training step, flat: made once, shared by the threads of a call;
+    starting on a 64-byte boundary (a cache line) whether numba or NumPy (16 bytes: the
+    step run as Python, ``meanwhile.py``) allocates it."""
+    size = layout(model, batch_size)[-1]
+    raw = np.empty(size + 16, np.float32)
+    skip = (-raw.ctypes.data % 64) // 4
+    return raw[skip : skip + size]
 
 
 @inline
