@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 import tinynn
 from tinynn import layers, optimizers
 from tinynn.compiled import meanwhile
+from tinynn.models import NonFiniteWarning
 
 pytestmark = pytest.mark.compiled
 
@@ -63,7 +65,8 @@ MODELS = {
 }
 
 
-def _train(name: str, python: bool, monkeypatch) -> tuple[list, list, list]:
+def _build(name: str):
+    """The model ``name`` (its initial weights drawn now, from seed 5) and its data."""
     make_layers, make_optimizer, loss = MODELS[name]
     rng = np.random.default_rng(0)
     x = rng.random((150, 6, 6)).astype(np.float32)
@@ -71,20 +74,32 @@ def _train(name: str, python: bool, monkeypatch) -> tuple[list, list, list]:
     y = rng.integers(0, 10, 150)
     if loss == "categorical_crossentropy":
         y = np.eye(10, dtype=np.float32)[y]
+    tinynn.utils.set_random_seed(5)
+    model = tinynn.Sequential([tinynn.Input(shape=(6, 6)), layers.Flatten(), *make_layers()])
+    model.compile(optimizer=make_optimizer(), loss=loss)
+    return model, x, y
+
+
+def _fit(model, x, y) -> tuple[list, list, list]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # (no shuffle: the order would come from the global generator, shared by threads)
+        history = model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+    # (only tinynn's own: NumPy's, with the JIT off, also come from partner threads)
+    return model.get_weights(), history.history["loss"], [
+        str(w.message) for w in caught if issubclass(w.category, NonFiniteWarning)]
+
+
+def _train(name: str, python: bool, monkeypatch) -> tuple[list, list, list]:
+    """Two epochs of model ``name``: with the step run as Python (``python``), or compiled."""
     jobs = []
     with monkeypatch.context() as m:
         m.setattr(meanwhile, "background", lambda: python)
         m.setattr(meanwhile, "ready", lambda kernel, sig: not python)
         m.setattr(meanwhile, "compile_elsewhere", lambda j: jobs.append(j) or True)
-        tinynn.utils.set_random_seed(5)
-        model = tinynn.Sequential([tinynn.Input(shape=(6, 6)), layers.Flatten(),
-                                   *make_layers()])
-        model.compile(optimizer=make_optimizer(), loss=loss)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            history = model.fit(x, y, batch_size=16, epochs=2, verbose=0)
+        result = _fit(*_build(name))
     assert bool(jobs) == python
-    return model.get_weights(), history.history["loss"], [str(w.message) for w in caught]
+    return result
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -137,3 +152,34 @@ def test_a_first_fit_hands_the_compile_on_and_the_next_finds_it(tmp_path):
     assert "in the background" not in run("second.npy")
     np.testing.assert_array_equal(np.load(tmp_path / "first.npy"),
                                   np.load(tmp_path / "second.npy"))
+
+
+def test_two_fits_on_two_threads_make_their_twins_at_once(monkeypatch):
+    """The twins are made once per process, under a lock: two first fits at the same time
+    on two threads (each model its own) give the weights each gives alone."""
+    names = ["relu, softmax, Adam", "LeakyReLU, tanh, Adagrad"]
+    alone = {name: _train(name, True, monkeypatch)[0] for name in names}
+    monkeypatch.setattr(meanwhile, "_REBUILT", {})  # (made afresh by both at once)
+    monkeypatch.setattr(meanwhile, "_GLOBALS", {})
+    meanwhile._chosen.cache_clear()
+    monkeypatch.setattr(meanwhile, "background", lambda: True)
+    monkeypatch.setattr(meanwhile, "ready", lambda kernel, sig: False)
+    monkeypatch.setattr(meanwhile, "compile_elsewhere", lambda jobs: True)
+    built = {name: _build(name) for name in names}  # (seeded one after the other)
+    results, errors = {}, []
+
+    def fit(name):
+        try:
+            results[name] = _fit(*built[name])[0]
+        except BaseException as e:  # (re-raised below, in the test's thread)
+            errors.append(e)
+
+    threads = [threading.Thread(target=fit, args=(name,)) for name in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert not errors, errors
+    for name in names:
+        for a, b in zip(results[name], alone[name], strict=True):
+            np.testing.assert_array_equal(a, b)

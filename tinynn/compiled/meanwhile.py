@@ -21,6 +21,7 @@ import os
 import pickle
 import subprocess
 import sys
+import threading
 import time
 import types
 
@@ -30,6 +31,8 @@ from numba.core.dispatcher import Dispatcher
 from numba.core.typing.typeof import Purpose, typeof
 
 _ROOM = "tinynn.compiled"
+#: Held while twins are made: fits on several threads may make them at once.
+_LOCK = threading.RLock()
 
 
 def background() -> bool:
@@ -49,11 +52,14 @@ def ready(kernel, sig: tuple) -> bool:
     if sig in kernel.overloads:
         return True
     with global_compiler_lock:
-        result = kernel._cache.load_overload(sig, kernel.targetctx)
-        if result is None:
-            return False
-        kernel.targetctx.insert_user_function(result.entry_point, result.fndesc,
-                                              [result.library])
+        try:
+            result = kernel._cache.load_overload(sig, kernel.targetctx)
+            if result is None:
+                return False
+            kernel.targetctx.insert_user_function(result.entry_point, result.fndesc,
+                                                  [result.library])
+        except AttributeError:  # numba's internals moved: compile here, as before
+            return True
         kernel.add_overload(result)
     return True
 
@@ -93,7 +99,8 @@ def python_twin(function):
     """``function`` (a compiled kernel of this room) run as Python: each helper it calls
     that numba would copy into it (``inline``, ``chosen_by_type``, ``calling_python``)
     becomes its Python function too; each other kernel stays compiled."""
-    return _rebuilt(getattr(function, "py_func", function))
+    with _LOCK:
+        return _rebuilt(getattr(function, "py_func", function))
 
 
 def _twin(f):
@@ -118,7 +125,8 @@ def _chosen(choose):
     def chosen(*args):
         key = tuple(type(a) for a in args)
         if key not in made:
-            made[key] = _twin(choose(*(_Typed(k) for k in key)))
+            with _LOCK:
+                made[key] = _twin(choose(*(_Typed(k) for k in key)))
         return made[key](*args)
 
     return chosen
